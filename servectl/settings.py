@@ -1,0 +1,116 @@
+"""Typed server settings, read from ``serve_config/config.properties``.
+
+Reading has no side effects; rendering writes the effective config of one instance
+(absolute paths, optional port and host overrides) into that instance's run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE_CONFIG = REPO / "serve_config"
+CONFIG_PROPERTIES = SERVE_CONFIG / "config.properties"
+LOG_CONFIG = SERVE_CONFIG / "log4j2.xml"
+ADDRESS_KEYS = {
+    "inference": "inference_address",
+    "management": "management_address",
+    "metrics": "metrics_address",
+}
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Java properties as TorchServe reads them: ``key=value`` lines, ``#`` comments."""
+    props: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, address: str) -> Endpoint:
+        parts = urlsplit(address)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise ValueError(f"address {address!r}: expected http://host:port")
+        return cls(parts.hostname, parts.port)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """One TorchServe instance: where its config, store and run files are, and its ports."""
+
+    model_name: str
+    inference: Endpoint
+    management: Endpoint
+    metrics: Endpoint
+    properties: dict[str, str]
+    model_store: Path = REPO / "model_store"
+    run_dir: Path = REPO / ".run"
+    log_config: Path = LOG_CONFIG
+
+    @classmethod
+    def load(cls, model_name: str, config: Path = CONFIG_PROPERTIES, **overrides) -> ServeSettings:
+        props = read_properties(config)
+        settings = cls(
+            model_name=model_name,
+            inference=Endpoint.parse(props[ADDRESS_KEYS["inference"]]),
+            management=Endpoint.parse(props[ADDRESS_KEYS["management"]]),
+            metrics=Endpoint.parse(props[ADDRESS_KEYS["metrics"]]),
+            properties=props,
+            model_store=(REPO / props.get("model_store", "model_store")).resolve(),
+        )
+        return replace(settings, **overrides)
+
+    def with_ports(
+        self, inference: int, management: int, metrics: int, host: str | None = None
+    ) -> ServeSettings:
+        def at(endpoint: Endpoint, port: int) -> Endpoint:
+            return Endpoint(host or endpoint.host, port)
+
+        return replace(
+            self,
+            inference=at(self.inference, inference),
+            management=at(self.management, management),
+            metrics=at(self.metrics, metrics),
+        )
+
+    @property
+    def token_auth(self) -> bool:
+        return self.properties.get("disable_token_authorization", "false").lower() != "true"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def mar(self) -> Path:
+        return self.model_store / f"{self.model_name}.mar"
+
+    def render(self) -> Path:
+        """Write this instance's effective config.properties into its run folder."""
+        props = dict(self.properties)
+        props.pop("load_models", None)  # servectl names the model on the command line
+        props["model_store"] = str(self.model_store)
+        props["metrics_config"] = str(
+            (REPO / props.get("metrics_config", "serve_config/metrics.yaml")).resolve()
+        )
+        for name, key in ADDRESS_KEYS.items():
+            props[key] = getattr(self, name).url
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / "config.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path

@@ -1,0 +1,80 @@
+"""End to end through the Makefile, as a user runs it: serve-bg, the README's curl, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from tests.conftest import REPO, free_ports
+
+
+def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def readme_curl() -> str:
+    """The README's first prediction example, exactly as written there."""
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"^curl -s http://127\.0\.0\.1:8080/predictions/\S+ .*$", text, re.M)
+    assert match, "README has no curl prediction example"
+    return match.group(0)
+
+
+@pytest.fixture
+def served(tmp_path):
+    ports = free_ports(3)
+    serve_args = f"SERVE_ARGS=--run-dir {tmp_path} --ports {','.join(map(str, ports))}"
+    result = make("serve-bg", serve_args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        yield ports, serve_args, tmp_path, result.stdout
+    finally:
+        make("stop", serve_args)
+
+
+def test_serve_bg_readme_curl_and_stop(served, built_card):
+    ports, serve_args, run_dir, banner = served
+    assert "is READY" in banner and f"127.0.0.1:{ports[0]}/predictions/{built_card.model_name}" in banner
+
+    command = readme_curl().replace("127.0.0.1:8080", f"127.0.0.1:{ports[0]}")
+    out = subprocess.run(
+        ["bash", "-c", command + " -w '\\n%{http_code}'"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    body, status = out.stdout.rsplit("\n", 1)
+    assert status == "200", out.stdout + out.stderr
+    for prediction in json.loads(body)["predictions"]:
+        assert set(prediction["probabilities"]) == set(built_card.class_names)
+        assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-5
+
+    assert make("token", serve_args).stdout == ""  # token auth is off by default
+
+    pid = int((run_dir / "torchserve.pid").read_text())
+    group = [p for p in psutil.process_iter() if _pgid(p.pid) == pid]
+    assert len(group) >= 3  # torchserve CLI, java frontend, workers
+    assert make("stop", serve_args).returncode == 0
+    deadline = time.monotonic() + 10
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in group):
+        assert time.monotonic() < deadline, "processes left behind after make stop"
+        time.sleep(0.1)
+
+
+def test_stop_without_a_server_is_harmless(tmp_path):
+    result = make("stop", f"SERVE_ARGS=--run-dir {tmp_path}")
+    assert result.returncode == 0 and "no server" in result.stdout
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

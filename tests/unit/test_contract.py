@@ -1,0 +1,332 @@
+"""The request contract as pure functions: every format, every error type."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from handlers.contract import (
+    CSV,
+    JSON,
+    NPY,
+    Parsed,
+    RequestError,
+    Responder,
+    Schema,
+    parse_request,
+)
+from model.data import SYNTHETIC_CLASSES, SYNTHETIC_FEATURES
+
+SCHEMA = Schema(SYNTHETIC_FEATURES, max_rows=50)
+ROWS = [[float(i * 10 + j) + 0.25 for j in range(10)] for i in range(3)]
+
+
+def npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def csv_text(rows, header=None) -> str:
+    lines = [",".join(header)] if header else []
+    lines += [",".join(repr(v) for v in row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def v2(rows, **overrides):
+    tensor = {"name": "x", "shape": [len(rows), 10], "datatype": "FP32", "data": sum(rows, [])}
+    tensor.update(overrides)
+    return {"id": "req-1", "inputs": [tensor]}
+
+
+def parse(body, content_type=JSON):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    return parse_request(body, content_type, SCHEMA)
+
+
+def error_of(body, content_type=JSON) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        parse(body, content_type)
+    return info.value
+
+
+# ---------------------------------------------------------------- formats
+
+
+def test_all_formats_give_the_same_tensor():
+    expected = torch.tensor(ROWS, dtype=torch.float32)
+    named = [dict(zip(reversed(SYNTHETIC_FEATURES), reversed(row))) for row in ROWS]  # order-free
+    shuffled = list(reversed(SYNTHETIC_FEATURES))
+    bodies = [
+        (json.dumps({"instances": ROWS}), JSON),
+        (json.dumps({"instances": named}), JSON),
+        (json.dumps(v2(ROWS)), JSON),
+        (json.dumps(v2(ROWS, data=ROWS)), JSON),  # nested data is accepted too
+        (csv_text(ROWS), CSV),
+        (csv_text([list(reversed(r)) for r in ROWS], header=shuffled), CSV),
+        (npy(np.array(ROWS, dtype=np.float32)), NPY),
+        (npy(np.array(ROWS, dtype=np.float64)), NPY),
+        ({"instances": ROWS}, JSON),  # TorchServe already decoded the JSON
+    ]
+    for body, content_type in bodies:
+        if isinstance(body, str):
+            body = body.encode()
+        parsed = parse_request(body, content_type, SCHEMA)
+        assert torch.equal(parsed.rows, expected), (body, content_type)
+
+
+def test_v2_request_keeps_its_id_and_protocol():
+    parsed = parse(v2(ROWS))
+    assert parsed.protocol == "v2" and parsed.request_id == "req-1"
+
+
+def test_content_type_parameters_are_ignored():
+    assert parse(json.dumps({"instances": ROWS}).encode(), "application/json; charset=utf-8").rows.shape == (
+        3,
+        10,
+    )
+
+
+# ---------------------------------------------------------------- errors
+
+ROW = ROWS[0]
+
+
+def with_value(value):
+    return {"instances": [ROW, ROW[:6] + [value] + ROW[7:]]}
+
+
+def named_with(**changes):
+    row = dict(zip(SYNTHETIC_FEATURES, ROW))
+    row.update(changes)
+    return {"instances": [{k: v for k, v in row.items() if v is not ...}]}
+
+
+ERRORS = [
+    # (id, body, content type, status, type, message fragment)
+    ("not json", b'{"instances": [[1,2', JSON, 400, "invalid_json", "not valid JSON"),
+    ("empty body", b"", JSON, 400, "invalid_json", "empty"),
+    ("wrong content type", b"x", "image/png", 415, "unsupported_media_type", "'image/png'"),
+    ("form data", b"a=b", "application/x-www-form-urlencoded", 415, "unsupported_media_type", "curl -d"),
+    ("no content type", b"{}", None, 415, "unsupported_media_type", "(none)"),
+    ("top-level array", [ROW], JSON, 400, "missing_field", "got array"),
+    ("missing instances", {"rows": [ROW]}, JSON, 400, "missing_field", "'instances'"),
+    ("instances not a list", {"instances": 5}, JSON, 400, "invalid_request", "instances: expected an array"),
+    ("empty list", {"instances": []}, JSON, 400, "empty_input", "instances: no rows"),
+    (
+        "short row",
+        {"instances": [ROW, ROW, ROW, ROW[:9]]},
+        JSON,
+        400,
+        "wrong_shape",
+        "instances[3]: expected 10 features, got 9",
+    ),
+    ("row not a list", {"instances": [ROW, "abc"]}, JSON, 400, "invalid_request", "instances[1]"),
+    (
+        "string value",
+        with_value("7"),
+        JSON,
+        400,
+        "invalid_value",
+        "instances[1][6] (f7): expected a number, got string",
+    ),
+    (
+        "boolean",
+        with_value(True),
+        JSON,
+        400,
+        "invalid_value",
+        "instances[1][6] (f7): expected a number, got boolean",
+    ),
+    ("null", with_value(None), JSON, 400, "invalid_value", "got null"),
+    (
+        "NaN",
+        b'{"instances": [[1,2,3,4,5,6,NaN,8,9,10]]}',
+        JSON,
+        400,
+        "invalid_value",
+        "instances[0][6] (f7): not a finite number",
+    ),
+    (
+        "Infinity",
+        b'{"instances": [[1,2,3,4,5,6,7,8,9,-Infinity]]}',
+        JSON,
+        400,
+        "invalid_value",
+        "not a finite number",
+    ),
+    (
+        "1e400",
+        b'{"instances": [[1,2,3,4,5,6,7,8,9,1e400]]}',
+        JSON,
+        400,
+        "invalid_value",
+        "not a finite number",
+    ),
+    ("beyond float32", with_value(1e39), JSON, 400, "invalid_value", "outside the float32 range"),
+    ("huge int", with_value(10**400), JSON, 400, "invalid_value", "outside the float32 range"),
+    ("nested value", with_value([1.0]), JSON, 400, "too_deep", "instances[1][6] (f7): nested too deep"),
+    (
+        "deep nesting",
+        b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        JSON,
+        400,
+        "too_deep",
+        "too deep",
+    ),
+    (
+        "named: missing",
+        named_with(f3=...),
+        JSON,
+        400,
+        "missing_feature",
+        "instances[0]: missing feature 'f3'",
+    ),
+    ("named: unknown", named_with(colour=1.0), JSON, 400, "unknown_feature", "unknown feature 'colour'"),
+    (
+        "named: NaN",
+        named_with(f7=float("nan")),
+        JSON,
+        400,
+        "invalid_value",
+        "instances[0].f7: not a finite number",
+    ),
+    (
+        "named: boolean",
+        named_with(f2=False),
+        JSON,
+        400,
+        "invalid_value",
+        "instances[0].f2: expected a number",
+    ),
+    (
+        "named then rows",
+        {"instances": [dict(zip(SYNTHETIC_FEATURES, ROW)), ROW]},
+        JSON,
+        400,
+        "invalid_request",
+        "instances[1]: expected an object of named features",
+    ),
+    ("too many rows", {"instances": [ROW] * 51}, JSON, 413, "too_many_rows", "51 rows, the limit is 50"),
+    ("v2: two inputs", {"inputs": [v2(ROWS)["inputs"][0]] * 2}, JSON, 400, "invalid_request", "exactly one"),
+    (
+        "v2: no shape",
+        {"inputs": [{"name": "x", "datatype": "FP32", "data": ROW}]},
+        JSON,
+        400,
+        "missing_field",
+        "'shape'",
+    ),
+    ("v2: BYTES", v2(ROWS, datatype="BYTES"), JSON, 400, "invalid_request", "not a numeric type"),
+    ("v2: wrong width", v2(ROWS, shape=[3, 9]), JSON, 400, "wrong_shape", "expected 10 features, got 9"),
+    ("v2: wrong count", v2(ROWS, shape=[4, 10]), JSON, 400, "wrong_shape", "needs 40 values, got 30"),
+    (
+        "v2: bad value",
+        v2([ROW[:4] + ["x"] + ROW[5:]]),
+        JSON,
+        400,
+        "invalid_value",
+        "inputs[0].data[4] (row 0, f5): expected a number, got string",
+    ),
+    ("v2: too many", v2([ROW] * 51), JSON, 413, "too_many_rows", "limit is 50"),
+    ("v2: empty", v2([], shape=[0, 10]), JSON, 400, "empty_input", "no rows"),
+    (
+        "csv: short line",
+        csv_text(ROWS[:1]) + "1,2,3\n",
+        CSV,
+        400,
+        "wrong_shape",
+        "line 2: expected 10 features, got 3",
+    ),
+    (
+        "csv: text value",
+        csv_text(ROWS[:1]) + "1,2,3,4,x,6,7,8,9,10\n",
+        CSV,
+        400,
+        "invalid_value",
+        "line 2, column f5: 'x' is not a number",
+    ),
+    (
+        "csv: nan",
+        "1,2,3,4,5,6,7,8,nan,10\n",
+        CSV,
+        400,
+        "invalid_value",
+        "line 1, column f9: not a finite number",
+    ),
+    (
+        "csv: unknown header",
+        "f1,f2,f3,f4,f5,f6,f7,f8,f9,zz\n" + csv_text(ROWS),
+        CSV,
+        400,
+        "unknown_feature",
+        "'zz'",
+    ),
+    ("csv: missing header", "f1,f2,f3,f4,f5,f6,f7,f8,f9,f9\n", CSV, 400, "invalid_csv", "twice"),
+    ("csv: empty", "\n\n", CSV, 400, "empty_input", "no rows"),
+    ("csv: bad quoting", 'f1,"x\n', CSV, 400, "invalid_csv", "not valid CSV"),
+    ("csv: not utf-8", b"\xff\xfe1,2", CSV, 400, "invalid_csv", "not UTF-8"),
+    ("csv: too many", csv_text([ROW] * 51), CSV, 413, "too_many_rows", "limit is 50"),
+    ("npy: not npy", b"hello", NPY, 400, "invalid_npy", "magic"),
+    ("npy: truncated", npy(np.ones((3, 10), np.float32))[:-7], NPY, 400, "invalid_npy", "not a valid .npy"),
+    (
+        "npy: pickled objects",
+        npy(np.array([[1] * 10], dtype=object)),
+        NPY,
+        400,
+        "invalid_npy",
+        "allow_pickle",
+    ),
+    ("npy: strings", npy(np.array([["a"] * 10])), NPY, 400, "invalid_npy", "not a real number type"),
+    ("npy: 1-D", npy(np.ones(10, np.float32)), NPY, 400, "wrong_shape", "[10]"),
+    (
+        "npy: inf",
+        npy(np.array([[1.0] * 9 + [np.inf]])),
+        NPY,
+        400,
+        "invalid_value",
+        "rows[0][9] (f10): not a finite",
+    ),
+    ("npy: too many", npy(np.ones((51, 10), np.float32)), NPY, 413, "too_many_rows", "limit is 50"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "type_", "fragment"),
+    [e[1:] for e in ERRORS],
+    ids=[e[0] for e in ERRORS],
+)
+def test_bad_requests_get_a_4xx_that_names_the_problem(body, content_type, status, type_, fragment):
+    if isinstance(body, str):
+        body = body.encode()
+    error = error_of(body, content_type)
+    assert (error.status, error.type) == (status, type_), error.message
+    assert fragment in error.message
+    assert error.to_dict() == {"code": status, "type": type_, "message": error.message}
+
+
+# ---------------------------------------------------------------- responses
+
+RESPONDER = Responder("m", "2.0", SYNTHETIC_CLASSES)
+PROBS = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]])
+
+
+def test_instances_response_names_classes_from_the_schema():
+    body = RESPONDER.body(Parsed(torch.zeros(2, 10)), PROBS)
+    assert body["model_name"] == "m" and body["model_version"] == "2.0"
+    first = body["predictions"][0]
+    assert first["label"] == SYNTHETIC_CLASSES[1] and first["class_id"] == 1
+    assert list(first["probabilities"]) == list(SYNTHETIC_CLASSES)
+    assert first["probabilities"][SYNTHETIC_CLASSES[1]] == pytest.approx(0.7)
+
+
+def test_v2_response_is_an_open_inference_protocol_answer():
+    body = RESPONDER.body(Parsed(torch.zeros(2, 10), "v2", "abc"), PROBS)
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert body["id"] == "abc"
+    assert outputs["probabilities"]["shape"] == [2, 3] and len(outputs["probabilities"]["data"]) == 6
+    assert outputs["label"]["data"] == [SYNTHETIC_CLASSES[1], SYNTHETIC_CLASSES[0]]
+    assert outputs["class_id"] == {"name": "class_id", "shape": [2], "datatype": "INT64", "data": [1, 0]}

@@ -1,0 +1,181 @@
+"""The handler in-process, loaded the way a TorchServe worker loads it: the real .mar
+layout, TorchServe's own model loader, Service, context and metrics cache, and a real
+(tiny) scripted model. Responses are decoded from the worker's wire format."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zipfile
+from dataclasses import dataclass
+
+import pytest
+import torch
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.model_loader import TsModelLoader
+
+from handlers.contract import JSON
+from handlers.model_card import METADATA_FILE, ModelCard
+from model import archive
+from tests.conftest import REPO
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def decode(msg: bytes) -> tuple[int, list[Answer]]:
+    """TorchServe's predict response frame (ts.protocol.otf_message_handler)."""
+    pos = 0
+
+    def read_int() -> int:
+        nonlocal pos
+        (value,) = struct.unpack_from("!i", msg, pos)
+        pos += 4
+        return value
+
+    def read_bytes() -> bytes:
+        nonlocal pos
+        n = read_int()
+        out = msg[pos : pos + n]
+        pos += n
+        return out
+
+    code = read_int()
+    read_bytes()  # message
+    answers = []
+    while True:
+        n = read_int()
+        if n == -1:
+            return code, answers
+        pos += n  # request id
+        content_type = read_bytes().decode()
+        status = read_int()
+        read_bytes()  # phrase
+        headers = {read_bytes().decode(): read_bytes().decode() for _ in range(read_int())}
+        answers.append(Answer(status, content_type, headers, read_bytes()))
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_artifacts, tmp_path_factory):
+    """A Service for the tiny model, from a real .mar, with max_rows lowered to 20."""
+    tmp = tmp_path_factory.mktemp("worker")
+    config = tmp / "model-config.yaml"
+    config.write_text(
+        (REPO / "serve_config/model-config.yaml").read_text().replace("max_rows: 10000", "max_rows: 20")
+    )
+    mar = archive.archive(tiny_artifacts, tmp / "store", tmp / "build", config)
+    model_dir = tmp / "model"
+    zipfile.ZipFile(mar).extractall(model_dir)
+    sys.path.insert(0, str(model_dir))
+    try:
+        metrics = MetricsCacheYamlImpl(config_file_path=str(REPO / "serve_config/metrics.yaml"))
+        metrics.initialize_cache()
+        service = TsModelLoader().load(
+            "tiny", str(model_dir), "tabular_handler.py", None, 8, None, True, metrics
+        )
+    finally:
+        sys.path.remove(str(model_dir))
+    service.set_cl_socket(None)
+    return service
+
+
+def request(body, content_type=JSON, rid="r"):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    return {
+        "requestId": rid.encode(),
+        "headers": [{"name": b"Content-Type", "value": content_type.encode()}],
+        "parameters": [{"name": "body", "contentType": content_type, "value": body}],
+    }
+
+
+def predict(worker, *requests) -> list[Answer]:
+    code, answers = decode(
+        worker.predict([request(*r) if isinstance(r, tuple) else request(r) for r in requests])
+    )
+    assert code == 200
+    return answers
+
+
+@pytest.fixture(scope="module")
+def card(tiny_artifacts) -> ModelCard:
+    return ModelCard.load(tiny_artifacts / METADATA_FILE)
+
+
+@pytest.fixture(scope="module")
+def rows(tiny_artifacts) -> torch.Tensor:
+    return torch.load(tiny_artifacts / "test_split.pt", weights_only=True)["x"][:6]
+
+
+def expected_probabilities(tiny_artifacts, x):
+    model = torch.jit.load(str(tiny_artifacts / "model.pt"))
+    with torch.inference_mode():
+        return torch.softmax(model(x), 1)
+
+
+def test_batch_of_requests_each_get_their_own_answer(worker, tiny_artifacts, card, rows):
+    answers = predict(worker, {"instances": rows[:2].tolist()}, {"instances": rows[2:].tolist()})
+    expected = expected_probabilities(tiny_artifacts, rows)
+    got = [p for a in answers for p in a.json()["predictions"]]
+    assert [a.status for a in answers] == [200, 200]
+    assert all(a.content_type == JSON and a.headers["X-Model-Version"] == "0.1" for a in answers)
+    assert len(got) == 6
+    for p, e in zip(got, expected):
+        assert list(p["probabilities"]) == list(card.class_names)
+        assert torch.allclose(torch.tensor(list(p["probabilities"].values())), e, atol=1e-6)
+        assert p["label"] == card.class_names[int(e.argmax())]
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_bad_request_fails_alone_in_its_batch(worker, rows):
+    good = {"instances": rows[:1].tolist()}
+    answers = predict(
+        worker, good, {"instances": [[1, 2]]}, (b"nope", "image/png"), good, {"instances": [[0] * 10] * 21}
+    )
+    assert [a.status for a in answers] == [200, 400, 415, 200, 413]
+    first, fourth = (a.json()["predictions"][0]["probabilities"] for a in (answers[0], answers[3]))
+    assert first == pytest.approx(fourth, abs=1e-6)  # BLAS rounding may differ by batch position
+    assert answers[1].json() == {
+        "code": 400,
+        "type": "wrong_shape",
+        "message": "instances[0]: expected 10 features, got 2",
+    }
+    assert answers[4].json()["type"] == "too_many_rows" and "limit is 20" in answers[4].json()["message"]
+    assert all(a.content_type == JSON for a in answers)
+
+
+def test_all_bad_batch_still_answers_each_request(worker):
+    answers = predict(worker, b"{", {"instances": []})
+    assert [(a.status, a.json()["type"]) for a in answers] == [(400, "invalid_json"), (400, "empty_input")]
+
+
+def test_describe_returns_the_model_card(worker, card):
+    batch = [request(b"")]
+    batch[0]["headers"].append({"name": b"describe", "value": b"True"})
+    _, answers = decode(worker.predict(batch))
+    described = json.loads(answers[0].body)
+    assert described["feature_names"] == list(card.feature_names)
+    assert described["serving"] == {"max_rows": 20, "version": "0.1"}
+
+
+def test_tampered_model_keeps_the_worker_from_loading(tiny_artifacts, tmp_path):
+    mar = archive.archive(tiny_artifacts, tmp_path / "store", tmp_path / "build")
+    model_dir = tmp_path / "model"
+    zipfile.ZipFile(mar).extractall(model_dir)
+    with open(model_dir / "model.pt", "ab") as fh:
+        fh.write(b"tampered")
+    sys.path.insert(0, str(model_dir))
+    try:
+        with pytest.raises(ValueError, match="sha256 .* does not match"):
+            TsModelLoader().load("tiny", str(model_dir), "tabular_handler.py", None, 8)
+    finally:
+        sys.path.remove(str(model_dir))
