@@ -99,10 +99,16 @@ def parse_request(body: Any, content_type: str | None, schema: Schema) -> Parsed
         return Parsed(rows_from_csv(_text(body, "CSV"), schema))
     if kind in (NPY, "application/npy"):
         return Parsed(rows_from_npy(_bytes(body), schema))
+    raise unsupported(kind)
+
+
+def unsupported(content_type: str | None) -> RequestError:
+    """415 naming the accepted types (and the usual curl mistake)."""
+    kind = media_type(content_type)
     hint = ""
     if kind in ("application/x-www-form-urlencoded", ""):
         hint = " (curl -d sends form data: add -H 'Content-Type: application/json')"
-    raise bad(
+    return bad(
         "unsupported_media_type",
         f"content type {kind or '(none)'!r} is not accepted; use one of {', '.join(ACCEPTED)}{hint}",
         415,

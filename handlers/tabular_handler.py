@@ -23,6 +23,7 @@ from handlers.contract import (
     Schema,
     encode,
     parse_request,
+    unsupported,
 )
 from handlers.model_card import METADATA_FILE, ModelCard
 
@@ -97,16 +98,15 @@ class TabularHandler(BaseHandler):
 
 
 def request_body(request: dict, context: Any, idx: int) -> tuple[Any, str | None]:
-    """The payload and its content type from one TorchServe request."""
+    """The payload and its content type from one TorchServe request.
+
+    A raw body arrives as parameter "body"; a multipart upload as its field (use "data").
+    Anything else is form data TorchServe split into fields: refused with a 415.
+    """
+    header = context.get_request_header(idx, "Content-Type") or context.get_request_header(idx, "content-type")
     name = "body" if "body" in request else ("data" if "data" in request else None)
     if name is None:
-        if len(request) != 1:
-            raise RequestError(400, "invalid_request", "body: expected one payload")
-        name = next(iter(request))
+        raise unsupported(header)
     param_headers = context.get_request_header(idx, name)
     content_type = param_headers.get("content-type") if isinstance(param_headers, dict) else None
-    if not content_type:
-        content_type = context.get_request_header(idx, "Content-Type") or context.get_request_header(
-            idx, "content-type"
-        )
-    return request[name], content_type
+    return request[name], content_type or header
