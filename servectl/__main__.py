@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for READY")
     parser.add_argument("--run-dir", type=Path, help="instance folder for pid, logs, config (default .run)")
     parser.add_argument("--ports", help="INFERENCE,MANAGEMENT,METRICS instead of config.properties")
+    parser.add_argument(
+        "--config-overlay", type=Path, help="properties file overriding config.properties keys (deployments)"
+    )
+    parser.add_argument("--ready", action="store_true", help="status: exit 1 unless minWorkers are READY")
     args = parser.parse_args(argv)
-    settings = ServeSettings.load(args.model)
+    settings = ServeSettings.load(args.model, overlay=args.config_overlay)
     if args.run_dir:
         settings = replace(settings, run_dir=args.run_dir.resolve())
     if args.ports:
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             status = server.model_status(settings)
             print(json.dumps(status, indent=2) if status else "not running")
+            if args.ready:  # a health check: registered is not enough, the workers must be READY
+                return 0 if server.is_ready(status) else 1
             return 0 if status else 1
         elif args.command == "stop":
             print("stopped" if server.stop(settings) else "no server of this project was running")

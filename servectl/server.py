@@ -84,7 +84,8 @@ def start(settings: ServeSettings, stdout=None, extra_env: dict[str, str] | None
             "METRICS_LOCATION": str(settings.log_dir),
             # the handler parses raw bytes itself: faster, and invalid JSON gets a clear 400
             "TS_DECODE_INPUT_REQUEST": "false",
-            "OMP_NUM_THREADS": "1",
+            # threads per worker; a deployment sets it so workers x threads = its CPU limit
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -135,6 +136,12 @@ def ready_workers(status: dict | None) -> int:
     return sum(1 for w in status.get("workers", []) if w.get("status") == "READY")
 
 
+def is_ready(status: dict | None) -> bool:
+    """At least minWorkers (and at least one) workers READY: what start-up waits for."""
+    wanted = max(1, int(status.get("minWorkers", 1))) if status else 1
+    return ready_workers(status) >= wanted
+
+
 def wait_ready(
     settings: ServeSettings,
     timeout: float = 120.0,
@@ -148,8 +155,7 @@ def wait_ready(
         if not alive():
             raise ServeError("TorchServe exited during start-up\n" + log_tail(settings))
         status = model_status(settings)
-        wanted = max(1, int(status.get("minWorkers", 1))) if status else 1
-        if ready_workers(status) >= wanted:
+        if is_ready(status):
             return status
         time.sleep(interval)
     workers = [w.get("status") for w in (status or {}).get("workers", [])]

@@ -63,8 +63,14 @@ class ServeSettings:
     log_config: Path = LOG_CONFIG
 
     @classmethod
-    def load(cls, model_name: str, config: Path = CONFIG_PROPERTIES, **overrides) -> ServeSettings:
+    def load(
+        cls, model_name: str, config: Path = CONFIG_PROPERTIES, overlay: Path | None = None, **overrides
+    ) -> ServeSettings:
+        """``overlay``: a properties file whose keys replace the base file's (e.g. the
+        container's bind addresses in serve_config/config.container.properties)."""
         props = read_properties(config)
+        if overlay is not None:
+            props.update(read_properties(overlay))
         settings = cls(
             model_name=model_name,
             inference=Endpoint.parse(props[ADDRESS_KEYS["inference"]]),
