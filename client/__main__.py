@@ -1,0 +1,73 @@
+"""Command line: ``python -m client {predict,metadata,health}``.
+
+    python -m client predict --csv rows.csv
+    echo '[[...10 numbers...]]' | python -m client predict      # JSON rows on stdin
+    python -m client metadata
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from client.api import Client, ClientConfig, PredictionError, Predictions
+
+
+def table(result: Predictions) -> str:
+    """One line per row: index, label, then each class probability (names from the answer)."""
+    if not result.rows:
+        return "(no rows)"
+    classes = list(result.rows[0].probabilities)
+    width = max(6, *(len(c) for c in classes), *(len(r.label) for r in result.rows))
+    head = f"{'row':>5}  {'label':<{width}}  " + "  ".join(f"{c:>{width}}" for c in classes)
+    lines = [f"{result.model_name} {result.model_version}", head]
+    for i, row in enumerate(result.rows):
+        probs = "  ".join(f"{row.probabilities[c]:>{width}.4f}" for c in classes)
+        lines.append(f"{i:>5}  {row.label:<{width}}  {probs}")
+    return "\n".join(lines)
+
+
+def rows_from_stdin(text: str):
+    doc = json.loads(text)
+    return doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["predict", "metadata", "health"])
+    parser.add_argument("--csv", help="CSV file to score (one row per line, optional header)")
+    parser.add_argument("--url", help="inference base URL (default $MODEL_URL or http://127.0.0.1:8080)")
+    parser.add_argument("--management-url", help="management base URL (default http://127.0.0.1:8081)")
+    parser.add_argument("--model", help="model name (default $MODEL_NAME or tabular_classifier)")
+    parser.add_argument("--token", help="inference token, when the server wants one ($MODEL_TOKEN)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    client = Client(ClientConfig.from_env(inference_url=args.url, management_url=args.management_url,
+                                          model=args.model, token=args.token))
+    try:
+        if args.command == "metadata":
+            print(json.dumps(client.metadata(), indent=2))
+        elif args.command == "health":
+            health = client.health()
+            print(json.dumps(health, indent=2))
+            return 0 if health["ready"] else 1
+        else:
+            try:
+                result = client.predict_csv(args.csv) if args.csv else client.predict(rows_from_stdin(sys.stdin.read()))
+            except (ValueError, KeyError, OSError) as exc:
+                print(f"client: error: cannot read the input: {exc}", file=sys.stderr)
+                return 2
+            if args.json:
+                print(json.dumps([r.__dict__ for r in result.rows], indent=2))
+            else:
+                print(table(result))
+    except PredictionError as exc:
+        print(f"client: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""A small Python client for the served model, built on ``requests``.
+
+Class names come from the server's answers and its model card; the client copies no
+feature or class list. Connection errors and 503s are retried with backoff; every other
+failure raises :class:`PredictionError` carrying the server's status, type and message.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+JSON = "application/json"
+
+
+class PredictionError(Exception):
+    """The server refused or failed a call; ``status`` 0 means it could not be reached."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(f"{status} {type_}: {message}" if status else message)
+        self.status = status
+        self.type = type_
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    inference_url: str = "http://127.0.0.1:8080"
+    management_url: str = "http://127.0.0.1:8081"
+    model: str = "tabular_classifier"
+    version: str | None = None
+    token: str | None = None  # sent as a Bearer token when the server wants one
+    connect_timeout: float = 3.05
+    read_timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.2
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ClientConfig:
+        """MODEL_URL, MODEL_MANAGEMENT_URL, MODEL_NAME, MODEL_TOKEN override the defaults."""
+        env = {
+            "inference_url": os.environ.get("MODEL_URL"),
+            "management_url": os.environ.get("MODEL_MANAGEMENT_URL"),
+            "model": os.environ.get("MODEL_NAME"),
+            "token": os.environ.get("MODEL_TOKEN") or None,
+        }
+        values = {k: v for k, v in env.items() if v}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class Prediction:
+    label: str
+    class_id: int
+    probabilities: dict[str, float]
+
+
+@dataclass
+class Predictions:
+    model_name: str
+    model_version: str
+    rows: list[Prediction] = field(default_factory=list)
+
+
+class Client:
+    def __init__(self, config: ClientConfig | None = None) -> None:
+        self.config = config or ClientConfig()
+        retry = Retry(
+            total=self.config.retries,
+            connect=self.config.retries,
+            read=0,
+            other=0,
+            status=self.config.retries,
+            status_forcelist=(503,),
+            allowed_methods=None,  # predictions are pure functions of the body: safe to resend
+            backoff_factor=self.config.backoff,
+            raise_on_status=False,
+            respect_retry_after_header=True,
+        )
+        self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        if self.config.token:
+            self.session.headers["Authorization"] = f"Bearer {self.config.token}"
+
+    # ------------------------------------------------------------ calls
+
+    @property
+    def predict_url(self) -> str:
+        version = f"/{self.config.version}" if self.config.version else ""
+        return f"{self.config.inference_url}/predictions/{self.config.model}{version}"
+
+    def predict(self, rows: Any) -> Predictions:
+        """Rows in feature order, dicts of named features, or a DataFrame-like table."""
+        return self._predictions(self.post(JSON, json_body({"instances": to_instances(rows)})))
+
+    def predict_csv(self, path: str | Path) -> Predictions:
+        return self._predictions(self.post("text/csv", Path(path).read_bytes()))
+
+    def predict_npy(self, array: Any) -> Predictions:
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array, dtype=np.float32), allow_pickle=False)
+        return self._predictions(self.post("application/x-npy", buf.getvalue()))
+
+    def post(self, content_type: str, body: bytes) -> dict[str, Any]:
+        return self._call("POST", self.predict_url, data=body, headers={"Content-Type": content_type})
+
+    def metadata(self) -> dict[str, Any]:
+        """The model card (feature names, training ranges, classes, version, metrics)."""
+        url = f"{self.config.management_url}/models/{self.config.model}"
+        if self.config.version:
+            url += f"/{self.config.version}"
+        answer = self._call("GET", url, params={"customized": "true"})
+        return answer[0]["customizedMetadata"]
+
+    def health(self) -> dict[str, Any]:
+        """Server liveness from /ping plus the model's READY workers from the management API."""
+        ping = self._call("GET", f"{self.config.inference_url}/ping")
+        status = self._call("GET", f"{self.config.management_url}/models/{self.config.model}")[0]
+        ready = sum(1 for w in status.get("workers", []) if w.get("status") == "READY")
+        return {
+            "server": ping.get("status"),
+            "model": self.config.model,
+            "version": status.get("modelVersion"),
+            "ready_workers": ready,
+            "min_workers": status.get("minWorkers"),
+            "ready": ready >= max(1, int(status.get("minWorkers", 1))),
+        }
+
+    # ------------------------------------------------------------ plumbing
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        timeout = (self.config.connect_timeout, self.config.read_timeout)
+        try:
+            resp = self.session.request(method, url, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise PredictionError(0, "unreachable", f"{method} {url} failed: {exc}") from exc
+        if resp.status_code >= 400:
+            raise error_from(resp)
+        return resp.json()
+
+    @staticmethod
+    def _predictions(body: dict[str, Any]) -> Predictions:
+        return Predictions(
+            body["model_name"],
+            body["model_version"],
+            [Prediction(p["label"], p["class_id"], p["probabilities"]) for p in body["predictions"]],
+        )
+
+
+def error_from(resp: requests.Response) -> PredictionError:
+    """The server's JSON error when there is one, else its status line."""
+    try:
+        body = resp.json()
+        return PredictionError(resp.status_code, str(body["type"]), str(body["message"]))
+    except (ValueError, KeyError, TypeError):
+        text = resp.text.strip() or resp.reason or "no message"
+        return PredictionError(resp.status_code, "http_error", text[:500])
+
+
+def to_instances(rows: Any) -> list:
+    """Accept lists of rows, lists of dicts, or anything with ``to_dict("records")``."""
+    if hasattr(rows, "to_dict"):
+        return list(rows.to_dict("records"))
+    if hasattr(rows, "tolist"):
+        return rows.tolist()
+    rows = list(rows) if isinstance(rows, Iterable) and not isinstance(rows, (str, bytes, Mapping)) else rows
+    if not isinstance(rows, list):
+        raise TypeError(f"expected rows (a list), got {type(rows).__name__}")
+    return [_row(r) for r in rows]
+
+
+def _row(row: Any) -> Any:
+    if isinstance(row, Mapping):
+        return dict(row)
+    if isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
+        return list(row)
+    return row  # the server names what is wrong with it
+
+
+def json_body(doc: Any) -> bytes:
+    # NaN goes out as-is so the server can say which value is not finite
+    return json.dumps(doc, allow_nan=True).encode()
