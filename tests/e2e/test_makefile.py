@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -78,3 +79,43 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def test_make_serve_in_the_foreground_stops_cleanly_on_ctrl_c(tmp_path):
+    """Ctrl-C reaches make and servectl (the terminal's process group); TorchServe, in its
+    own session, must still be stopped with its workers."""
+    ports = free_ports(3)
+    proc = subprocess.Popen(
+        ["make", "-s", "serve", f"SERVE_ARGS=--run-dir {tmp_path} --ports {','.join(map(str, ports))}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:  # bounded by the READY deadline inside servectl
+            lines.append(line)
+            if "Ctrl-C stops the server" in line:
+                break
+        assert any("is READY" in line for line in lines), "".join(lines)
+        ts_pid = int((tmp_path / "torchserve.pid").read_text())
+        group = [p for p in psutil.process_iter() if _pgid(p.pid) == ts_pid]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) in (0, 2, -signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in group):
+            assert time.monotonic() < deadline, "TorchServe outlived Ctrl-C"
+            time.sleep(0.1)
+        assert not (tmp_path / "torchserve.pid").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        make("stop", f"SERVE_ARGS=--run-dir {tmp_path}")
+
+
+def test_targets_do_nothing_when_up_to_date():
+    assert make("archive").returncode == 0  # brings everything up to date
+    outputs = [REPO / p for p in ("artifacts/checkpoint.pt", "artifacts/metadata.json", "model_store")]
+    outputs.append(next((REPO / "model_store").glob("*.mar")))
+    before = [p.stat().st_mtime_ns for p in outputs]
+    again = make("archive")
+    assert again.returncode == 0 and again.stdout == "", again.stdout
+    assert [p.stat().st_mtime_ns for p in outputs] == before
