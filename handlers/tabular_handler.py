@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from handlers.contract import (
     unsupported,
 )
 from handlers.model_card import METADATA_FILE, ModelCard
+from handlers.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class TabularHandler(BaseHandler):
             model_version=str(context.manifest["model"].get("modelVersion", card.version)),
             class_names=card.class_names,
         )
+        self.telemetry = Telemetry(context.model_name, self.responder.model_version, card)
         with torch.inference_mode():  # the first call of a scripted module is slow
             self.model(torch.zeros(1, card.n_features))
         logger.info(
@@ -61,6 +64,7 @@ class TabularHandler(BaseHandler):
         self.context = context
         if self._is_describe():
             return [self.describe_handle()]
+        started = time.perf_counter()
         parsed: list[Parsed | RequestError] = []
         for idx, request in enumerate(data):
             try:
@@ -68,7 +72,10 @@ class TabularHandler(BaseHandler):
                 parsed.append(parse_request(body, content_type, self.schema))
             except RequestError as exc:
                 parsed.append(exc)
-        return self.answer(parsed, context)
+        parsed_at = time.perf_counter()
+        responses = self.answer(parsed, context)
+        self.telemetry.batch(parsed, started, parsed_at)
+        return responses
 
     def answer(self, parsed: list[Parsed | RequestError], context: Any) -> list[bytes]:
         valid = [p for p in parsed if isinstance(p, Parsed)]
@@ -77,6 +84,7 @@ class TabularHandler(BaseHandler):
             with torch.inference_mode():
                 x = torch.cat([p.rows for p in valid]) if len(valid) > 1 else valid[0].rows
                 probabilities = torch.softmax(self.model(x), dim=1)
+            self.telemetry.scored(x, probabilities)
             outputs = list(probabilities.split([p.rows.shape[0] for p in valid]))
         responses = []
         it = iter(outputs)

@@ -30,7 +30,8 @@ def banner(settings: ServeSettings, status: dict) -> str:
         f"  try:  curl -s {url}{auth} -H 'Content-Type: application/json' "
         "-d @artifacts/example-request.json\n"
         f"  model card:  curl -s '{settings.management.url}/models/{settings.model_name}?customized=true'\n"
-        f"  metrics:     {settings.metrics.url}/metrics\n"
+        f"  metrics:     {settings.metrics.url}/metrics (TorchServe), "
+        f"{settings.model_metrics.url}/metrics (model: latency histograms, drift)\n"
         f"  logs:        {settings.log_dir}/\n"
     )
 
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tabular_classifier", help="model name (= .mar name)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for READY")
     parser.add_argument("--run-dir", type=Path, help="instance folder for pid, logs, config (default .run)")
-    parser.add_argument("--ports", help="INFERENCE,MANAGEMENT,METRICS instead of config.properties")
+    parser.add_argument(
+        "--ports",
+        help="INFERENCE,MANAGEMENT,METRICS[,MODEL_METRICS] instead of config.properties "
+        "(without MODEL_METRICS the exporter gets a free port)",
+    )
     parser.add_argument(
         "--config-overlay", type=Path, help="properties file overriding config.properties keys (deployments)"
     )
@@ -67,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--set takes KEY=VALUE")
         settings = settings.with_properties(**dict(item.split("=", 1) for item in args.set))
     if args.ports:
-        settings = settings.with_ports(*(int(p) for p in args.ports.split(",")))
+        ports = [int(p) for p in args.ports.split(",")]
+        if len(ports) not in (3, 4):
+            parser.error("--ports takes INFERENCE,MANAGEMENT,METRICS[,MODEL_METRICS]")
+        settings = settings.with_ports(*ports[:3], model_metrics=ports[3] if len(ports) == 4 else None)
     try:
         if args.command == "java":
             java = find_java(allow_install=True)

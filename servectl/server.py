@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from servectl.java import find_java, install_allowed
 from servectl.settings import ServeSettings
 
 PID_FILE = "torchserve.pid"
+EXPORTER = Path(__file__).resolve().with_name("exporter.py")
 
 
 class ServeError(RuntimeError):
@@ -49,7 +51,7 @@ def preflight(settings: ServeSettings) -> None:
             f"{settings.mar} is not a model archive (not a zip with MAR-INF/MANIFEST.json): "
             "rebuild it with 'make archive'"
         )
-    for name in ("inference", "management", "metrics"):
+    for name in ("inference", "management", "metrics", "model_metrics"):
         endpoint = getattr(settings, name)
         if port_in_use(endpoint.host, endpoint.port):
             raise ServeError(
@@ -111,8 +113,12 @@ def start(settings: ServeSettings, stdout=None, extra_env: dict[str, str] | None
             # threads per worker; a deployment sets it so workers x threads = its CPU limit
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
             "PYTHONUNBUFFERED": "1",
+            # handlers.telemetry: each worker writes here, servectl.exporter merges and serves
+            "PROMETHEUS_MULTIPROC_DIR": str(settings.multiproc_dir),
         }
     )
+    shutil.rmtree(settings.multiproc_dir, ignore_errors=True)  # counters start at zero
+    settings.multiproc_dir.mkdir(parents=True)
     if java.java_home is not None:
         env["JAVA_HOME"] = str(java.java_home)
     env.update(extra_env or {})
@@ -131,11 +137,38 @@ def start(settings: ServeSettings, stdout=None, extra_env: dict[str, str] | None
         "--log-config",
         str(settings.log_config),
     ]
+    cmd = exporter_launcher(settings) + ["--", *cmd]
     proc = subprocess.Popen(
         cmd, cwd=run_dir, env=env, start_new_session=True, stdout=stdout, stderr=subprocess.STDOUT
     )
     (run_dir / PID_FILE).write_text(str(proc.pid))
     return proc
+
+
+def exporter_launcher(settings: ServeSettings) -> list[str]:
+    """The exporter forks off and execs TorchServe: same pid, same process group."""
+    endpoint = settings.model_metrics
+    return [
+        sys.executable,
+        str(EXPORTER),
+        "--listen",
+        f"{endpoint.host}:{endpoint.port}",
+        "--multiproc-dir",
+        str(settings.multiproc_dir),
+        "--management",
+        settings.management.url,
+        "--model",
+        settings.model_name,
+        "--key-file",
+        str(settings.run_dir / "key_file.json"),
+    ]
+
+
+def model_metrics_up(settings: ServeSettings, timeout: float = 2.0) -> bool:
+    try:
+        return requests.get(f"{settings.model_metrics.url}/metrics", timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def model_status(settings: ServeSettings, timeout: float = 2.0) -> dict | None:
@@ -179,13 +212,18 @@ def wait_ready(
         if not alive():
             raise ServeError("TorchServe exited during start-up\n" + log_tail(settings))
         status = model_status(settings)
-        if is_ready(status):
+        if is_ready(status) and model_metrics_up(settings):
             return status
         refused = load_refused(settings)
         if refused:  # workers would crash-loop until maxRetryTimeoutInSec: say why now
             raise ServeError(f"model {settings.model_name!r} refused to load: {refused}")
         time.sleep(interval)
     workers = [w.get("status") for w in (status or {}).get("workers", [])]
+    if is_ready(status):
+        raise ServeError(
+            f"the model-metrics exporter did not answer on {settings.model_metrics.url}/metrics "
+            f"after {timeout:.0f}s (see {settings.run_dir}/torchserve.out)"
+        )
     raise ServeError(
         f"model {settings.model_name!r} had no READY workers after {timeout:.0f}s "
         f"(workers: {workers or 'none registered'})\n" + log_tail(settings)

@@ -20,6 +20,9 @@ ADDRESS_KEYS = {
     "management": "management_address",
     "metrics": "metrics_address",
 }
+# servectl's own key (TorchServe never sees it): where servectl.exporter serves /metrics
+MODEL_METRICS_KEY = "model_metrics_address"
+MODEL_METRICS_DEFAULT = "http://127.0.0.1:8083"
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -74,6 +77,7 @@ class ServeSettings:
     model_store: Path = REPO / "model_store"
     run_dir: Path = REPO / ".run"
     log_config: Path = LOG_CONFIG
+    model_metrics: Endpoint = Endpoint.parse(MODEL_METRICS_DEFAULT)
 
     @classmethod
     def load(
@@ -89,6 +93,7 @@ class ServeSettings:
             inference=Endpoint.parse(props[ADDRESS_KEYS["inference"]]),
             management=Endpoint.parse(props[ADDRESS_KEYS["management"]]),
             metrics=Endpoint.parse(props[ADDRESS_KEYS["metrics"]]),
+            model_metrics=Endpoint.parse(props.get(MODEL_METRICS_KEY, MODEL_METRICS_DEFAULT)),
             properties=props,
             model_store=(REPO / props.get("model_store", "model_store")).resolve(),
         )
@@ -101,21 +106,25 @@ class ServeSettings:
         metrics: int,
         host: str | None = None,
         grpc: tuple[int, int] | None = None,
+        model_metrics: int | None = None,
     ) -> ServeSettings:
         """Other ports for this instance. TorchServe always starts its gRPC servers too (no
         switch turns them off), on fixed ports unless told otherwise, so a second instance
         would die on "Address already in use": without ``grpc`` two free loopback ports are
-        picked for it."""
+        picked for it. The same goes for the model-metrics exporter's port (``model_metrics``)."""
 
         def at(endpoint: Endpoint, port: int) -> Endpoint:
             return Endpoint(host or endpoint.host, port)
 
-        grpc_inference, grpc_management = grpc or free_loopback_ports(2)
+        picked = iter(free_loopback_ports((2 if grpc is None else 0) + (model_metrics is None)))
+        grpc_inference, grpc_management = grpc or (next(picked), next(picked))
+        exporter_port = model_metrics if model_metrics is not None else next(picked)
         return replace(
             self,
             inference=at(self.inference, inference),
             management=at(self.management, management),
             metrics=at(self.metrics, metrics),
+            model_metrics=at(self.model_metrics, exporter_port),
             properties={
                 **self.properties,
                 "grpc_inference_port": str(grpc_inference),
@@ -136,6 +145,11 @@ class ServeSettings:
         return self.run_dir / "logs"
 
     @property
+    def multiproc_dir(self) -> Path:
+        """Where the handler workers write their prometheus-client metrics (wiped at start)."""
+        return self.run_dir / "prometheus_multiproc"
+
+    @property
     def mar(self) -> Path:
         return self.model_store / f"{self.model_name}.mar"
 
@@ -143,6 +157,7 @@ class ServeSettings:
         """Write this instance's effective config.properties into its run folder."""
         props = dict(self.properties)
         props.pop("load_models", None)  # servectl names the model on the command line
+        props.pop(MODEL_METRICS_KEY, None)  # servectl's, served by servectl.exporter
         props["model_store"] = str(self.model_store)
         # TorchServe has no switch for workflows and loads any .war in their store (by default
         # the model store): give it an empty folder of this instance instead.
