@@ -183,7 +183,9 @@ def rows_from_instances(instances: Any, schema: Schema, suspect: bool = True) ->
 
 def _rows_from_dicts(instances: list, schema: Schema, suspect: bool) -> torch.Tensor:
     names = schema.feature_names
-    getter = itemgetter(*names)
+    # itemgetter of one name returns the bare value, not a 1-tuple: a one-feature model
+    # would reject {"f": 1.0} and accept {"f": [1.0]}
+    getter = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
     n = schema.n_features
     try:
         if any(len(row) != n for row in instances):
@@ -361,6 +363,8 @@ def rows_from_npy(raw: bytes, schema: Schema) -> torch.Tensor:
         )
     schema.check_rows(arr.shape[0], "body")
     names = schema.feature_names
+    if not arr.dtype.isnative:  # torch refuses big-endian arrays (a ValueError, then a 5xx)
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return _checked(arr, lambda i, j: f"rows[{i}][{j}] ({names[j]})")
 
 

@@ -330,3 +330,17 @@ def test_v2_response_is_an_open_inference_protocol_answer():
     assert outputs["probabilities"]["shape"] == [2, 3] and len(outputs["probabilities"]["data"]) == 6
     assert outputs["label"]["data"] == [SYNTHETIC_CLASSES[1], SYNTHETIC_CLASSES[0]]
     assert outputs["class_id"] == {"name": "class_id", "shape": [2], "datatype": "INT64", "data": [1, 0]}
+
+
+def test_a_one_feature_model_takes_named_features():
+    """Found by tests/reliability fuzzing: itemgetter of one name returned a bare value."""
+    one = Schema(("only",))
+    assert parse_request(b'{"instances": [{"only": 2.5}]}', JSON, one).rows.tolist() == [[2.5]]
+    with pytest.raises(RequestError, match=r"instances\[0\]\.only: nested too deep"):
+        parse_request(b'{"instances": [{"only": [2.5]}]}', JSON, one)
+
+
+def test_a_big_endian_npy_body_is_read():
+    """Found by tests/reliability fuzzing: torch refused non-native byte order (a 5xx)."""
+    rows = np.array(ROWS, dtype=">f8")
+    assert torch.equal(parse(npy(rows), NPY).rows, torch.tensor(ROWS, dtype=torch.float32))
