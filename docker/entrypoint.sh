@@ -1,0 +1,27 @@
+#!/bin/sh
+# The container's command. tini is PID 1 and reaps orphans; this script replaces itself
+# (exec) with servectl, which starts TorchServe in its own process group, waits until the
+# model is READY, and stops the whole group on SIGTERM/SIGINT (docker stop, pod deletion).
+#
+#   entrypoint.sh [serve] [servectl options]   serve in the foreground (the default)
+#   entrypoint.sh health                       exit 0 only when minWorkers are READY
+#
+# It runs unchanged outside a container (tests/deploy/test_entrypoint.py) with the
+# project's .venv/bin first on PATH.
+set -eu
+cd "$(dirname "$0")/.."
+MODEL_NAME="${MODEL_NAME:-tabular_classifier}"
+RUN_DIR="${RUN_DIR:-.run/container}"
+OVERLAY=serve_config/config.container.properties
+
+command="${1:-serve}"
+[ "$#" -gt 0 ] && shift
+case "$command" in
+  serve)
+    exec python -m servectl serve --model "$MODEL_NAME" --run-dir "$RUN_DIR" --config-overlay "$OVERLAY" "$@" ;;
+  health)
+    exec python -m servectl status --ready --model "$MODEL_NAME" --run-dir "$RUN_DIR" --config-overlay "$OVERLAY" "$@" ;;
+  *)
+    echo "usage: $0 [serve|health] [servectl options]" >&2
+    exit 2 ;;
+esac

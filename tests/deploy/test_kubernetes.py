@@ -1,0 +1,140 @@
+"""deploy/: the core resources against Kubernetes' own schemas (kubernetes-validate, offline),
+the custom resources (ServiceMonitor, InferenceService) structurally, and the KServe layout."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from deploy.kserve.layout import lay_out
+from servectl.settings import read_properties
+from tests.deploy.conftest import KUBERNETES, REPO, dockerfile_instructions, exec_form, load_yaml_docs
+
+K8S_VERSION = "1.33.0"  # validate against a released, widely deployed version
+CORE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[str, dict]:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    on_disk = sorted(p.name for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(listed) == on_disk, "kustomization.yaml lists every manifest, and only those"
+    docs = [doc for name in listed for doc in load_yaml_docs(KUBERNETES / name)]
+    by_kind = {doc["kind"]: doc for doc in docs}
+    assert len(by_kind) == len(docs)
+    return by_kind
+
+
+def test_core_resources_validate_strictly(resources):
+    assert CORE_KINDS <= set(resources)
+    for kind in CORE_KINDS:
+        kubernetes_validate.validate(resources[kind], K8S_VERSION, strict=True)
+
+
+def test_the_validator_rejects_a_broken_deployment(resources):
+    broken = copy.deepcopy(resources["Deployment"])
+    broken["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # typo of resources
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def container(resources) -> dict:
+    containers = resources["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def test_probes_readiness_is_model_ready_liveness_is_the_frontend(resources):
+    c = container(resources)
+    health = exec_form(next(a for i, a in dockerfile_instructions() if i == "HEALTHCHECK"))
+    assert c["readinessProbe"]["exec"]["command"] == health
+    assert c["startupProbe"]["exec"]["command"] == health
+    assert c["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+
+
+def test_ports_are_inference_and_metrics_and_never_management(resources):
+    c = container(resources)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": 8080, "ts-metrics": 8082, "model-metrics": 8083}
+    service_ports = {p["name"]: p["targetPort"] for p in resources["Service"]["spec"]["ports"]}
+    assert set(service_ports.values()) <= set(ports), "the Service targets the container's named ports"
+    assert 8081 not in {p["port"] for p in resources["Service"]["spec"]["ports"]}
+
+
+def test_threads_times_workers_equal_the_cpu_limit(resources):
+    c = container(resources)
+    limits, requests = c["resources"]["limits"], c["resources"]["requests"]
+    assert requests == limits, "Guaranteed QoS"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    workers = yaml.safe_load((REPO / "serve_config/model-config.yaml").read_text())["minWorkers"]
+    assert int(env["OMP_NUM_THREADS"]) * workers == int(limits["cpu"])
+
+
+def test_hardened_pod_with_writable_run_dir(resources):
+    spec = resources["Deployment"]["spec"]["template"]["spec"]
+    c = container(resources)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/app/.run", "/tmp"}
+
+
+def test_scaling_objects_target_the_deployment(resources):
+    deployment = resources["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    hpa = resources["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
+    assert resources["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert resources["Service"]["spec"]["selector"].items() <= labels.items()
+
+
+def test_service_monitor_scrapes_both_metric_endpoints(resources):
+    monitor = resources["ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = resources["Service"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    scraped = {e["port"] for e in monitor["spec"]["endpoints"]}
+    assert scraped == {"ts-metrics", "model-metrics"}
+    assert scraped <= {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_kustomize_image_matches_the_container(resources):
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    assert container(resources)["image"] in {i["name"] for i in kustomization["images"]}
+
+
+def test_kserve_inference_service_uses_the_torchserve_runtime():
+    docs = load_yaml_docs(REPO / "deploy/kserve/inferenceservice.yaml")
+    assert [d["kind"] for d in docs] == ["InferenceService"]
+    isvc = docs[0]
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "pytorch" and model["runtime"] == "kserve-torchserve"
+    assert model["storageUri"]
+    text = (REPO / "deploy/kserve/inferenceservice.yaml").read_text()
+    assert "phasing out" in text
+
+
+def test_kserve_layout_from_the_built_mar(tmp_path, built_card):
+    out = lay_out(tmp_path / "kserve")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "config/config.properties",
+        f"model-store/{built_card.model_name}.mar",
+    ]
+    assert (out / "model-store" / f"{built_card.model_name}.mar").read_bytes() == (
+        REPO / "model_store" / f"{built_card.model_name}.mar"
+    ).read_bytes()
+    props = read_properties(out / "config" / "config.properties")
+    assert props["model_store"] == "/mnt/models/model-store"
+    assert props["inference_address"] == "http://0.0.0.0:8085"
+    assert props["management_address"].startswith("http://127.0.0.1:")
+    assert props["disable_token_authorization"] == "true" and props["enable_model_api"] == "false"
+    snapshot = json.loads(props["model_snapshot"])
+    version = snapshot["models"][built_card.model_name][built_card.version]
+    assert version["marName"] == f"{built_card.model_name}.mar" and version["defaultVersion"] is True

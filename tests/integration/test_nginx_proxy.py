@@ -1,0 +1,99 @@
+"""A real nginx, configured from docker/nginx's template, in front of the live TorchServe:
+the same predictions as direct, management and metrics unreachable, oversized bodies 413.
+It runs in the foreground on a free loopback port with every file in a temp prefix."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.conftest import free_ports
+from tests.deploy.conftest import nginx_cmd, render_nginx
+
+
+@pytest.fixture(scope="module")
+def proxy(live, tmp_path_factory) -> str:
+    (port,) = free_ports(1)
+    prefix = tmp_path_factory.mktemp("nginx")
+    conf = render_nginx(prefix, upstream=f"127.0.0.1:{live.inference.port}", listen=f"127.0.0.1:{port}")
+    proc = subprocess.Popen(nginx_cmd(conf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "nginx did not answer within 20 s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGQUIT)  # graceful shutdown
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_predictions_through_the_proxy_equal_predictions_direct(proxy, live, built_card, test_split):
+    body = {"instances": test_split["x"][:16].tolist()}
+    path = f"/predictions/{built_card.model_name}"
+    direct = requests.post(f"{live.inference.url}{path}", json=body, timeout=30)
+    proxied = requests.post(f"{proxy}{path}", json=body, timeout=30)
+    assert direct.status_code == proxied.status_code == 200
+    assert proxied.json() == direct.json()
+    versioned = requests.post(f"{proxy}{path}/{built_card.version}", json=body, timeout=30)
+    assert versioned.status_code == 200 and versioned.headers["X-Model-Version"] == built_card.version
+
+
+def test_bad_input_keeps_its_4xx_through_the_proxy(proxy, live, built_card):
+    path = f"/predictions/{built_card.model_name}"
+    headers = {"Content-Type": "application/json"}
+    direct = requests.post(f"{live.inference.url}{path}", data=b"{not json", headers=headers, timeout=30)
+    proxied = requests.post(f"{proxy}{path}", data=b"{not json", headers=headers, timeout=30)
+    assert proxied.status_code == direct.status_code == 400
+    assert proxied.json() == direct.json()
+
+
+def test_health_is_forwarded(proxy):
+    assert requests.get(f"{proxy}/ping", timeout=5).json() == {"status": "Healthy"}
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/models"),
+        ("GET", "/models/tabular_classifier"),
+        ("PUT", "/models/tabular_classifier?min_worker=1"),
+        ("DELETE", "/models/tabular_classifier"),
+        ("GET", "/metrics"),
+        ("OPTIONS", "/"),
+        ("GET", "/api-description"),
+        ("POST", "/explanations/tabular_classifier"),
+    ],
+)
+def test_management_and_other_paths_are_not_reachable(proxy, live, method, path):
+    resp = requests.request(method, f"{proxy}{path}", timeout=5)
+    assert resp.status_code == 404 and resp.json()["code"] == 404
+    assert requests.get(f"{live.management.url}/models", timeout=5).status_code == 200, "management itself is up"
+
+
+def test_only_post_reaches_predictions(proxy, built_card):
+    resp = requests.get(f"{proxy}/predictions/{built_card.model_name}", timeout=5)
+    assert resp.status_code == 403 and resp.json()["code"] == 403
+
+
+def test_oversized_body_gets_413_from_the_proxy(proxy, built_card):
+    """Over the proxy's 4 MiB and under TorchServe's 16 MiB: only nginx can refuse it."""
+    body = b'{"instances": [' + b"[0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0]," * 120_000 + b"[0]]}"
+    assert len(body) > 4 * 1024 * 1024
+    resp = requests.post(f"{proxy}/predictions/{built_card.model_name}", data=body, timeout=30)
+    assert resp.status_code == 413 and resp.json()["type"] == "PayloadTooLarge"
