@@ -18,6 +18,7 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -142,13 +143,26 @@ def parse_json(body: Any, schema: Schema) -> Parsed:
         if not raw.strip():
             raise bad("invalid_json", "body is empty; expected a JSON object")
         try:
-            doc = json.loads(raw)
-        except RecursionError:
-            raise bad("too_deep", "body: JSON nested too deep") from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise bad("invalid_json", f"body is not valid JSON: {exc}") from None
+            doc = orjson.loads(raw)  # fast; the stdlib below only words the error
+        except orjson.JSONDecodeError:
+            doc = _stdlib_json(raw)
     else:
         doc = body  # TorchServe already decoded it
+    return _parse_doc(doc, raw, schema)
+
+
+def _stdlib_json(raw: bytes) -> Any:
+    """Decode what orjson refused with the stdlib, for its precise error (or its wider
+    grammar: NaN, huge integers, other encodings), so answers match the stdlib's."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise bad("too_deep", "body: JSON nested too deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad("invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+def _parse_doc(doc: Any, raw: bytes | None, schema: Schema) -> Parsed:
     # booleans parse as numbers in the fast path; only a body that spells one needs the walk
     suspect = raw is None or b"true" in raw or b"false" in raw
     if not isinstance(doc, dict):
@@ -380,11 +394,15 @@ def to_tensor(
 ) -> torch.Tensor:
     """Nested lists to float32 [n, F]; on any doubt walk the values and name the bad one."""
     if not suspect:
+        # numpy infers the dtype in C: only plain numbers give a numeric array (strings,
+        # nulls and objects do not), and any doubt falls through to the walk below
         try:
-            arr = torch.tensor(rows, dtype=torch.float64)
-            if arr.dim() == 2 and arr.shape[1] == schema.n_features:
-                return _checked(arr, where)
-        except (TypeError, ValueError, RuntimeError, OverflowError):
+            arr = np.array(rows)
+            if arr.dtype.kind in "fiu" and arr.ndim == 2 and arr.shape[1] == schema.n_features:
+                x = np.asarray(arr, dtype=np.float64)
+                if bool((np.abs(x) <= FLOAT32_MAX).all()):
+                    return torch.from_numpy(x.astype(np.float32))
+        except (TypeError, ValueError, OverflowError):
             pass
     n = schema.n_features
     for i, row in enumerate(rows):
@@ -410,6 +428,10 @@ def to_tensor(
 
 def _checked(arr: np.ndarray | torch.Tensor, where: Callable[[int, int], str]) -> torch.Tensor:
     """Reject non-finite values and values float32 cannot hold; return float32."""
+    if isinstance(arr, np.ndarray):  # one numpy pass for valid input (torch ops cost ~5 us each)
+        x = np.asarray(arr, dtype=np.float64)
+        if bool((np.abs(x) <= FLOAT32_MAX).all()):  # False for NaN and infinities too
+            return torch.from_numpy(x.astype(np.float32))
     t = torch.as_tensor(arr, dtype=torch.float64)
     finite = torch.isfinite(t)
     if not bool(finite.all()):
@@ -491,4 +513,8 @@ class Responder:
 
 
 def encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
+    """Compact JSON; orjson is ~4x faster than the stdlib on 1,000-row answers."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # what orjson does not take (e.g. integers beyond 64 bits)
+        return json.dumps(body, separators=(",", ":")).encode()
