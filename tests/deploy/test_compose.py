@@ -120,11 +120,21 @@ def test_grafana_datasource_is_the_one_the_dashboards_use(services):
     dashboards = dict((c, h) for h, c in mounts(services["grafana"]))[provider["options"]["path"]]
     files = sorted(dashboards.glob("*.json"))
     assert files, f"no dashboard JSON in {dashboards}"
-    uids = set()
-    for file in files:
-        text = json.dumps(json.loads(file.read_text()))
-        for ref in json.loads(text).get("panels", []):
-            ds = ref.get("datasource")
-            if isinstance(ds, dict) and "uid" in ds and not str(ds["uid"]).startswith("$"):
-                uids.add(ds["uid"])
+    uids = {uid for file in files for uid in datasource_uids(json.loads(file.read_text()))}
+    assert uids, "the dashboards name their datasource by uid"
     assert uids <= {datasource["uid"]}, f"dashboards reference datasource uids {uids}"
+
+
+def datasource_uids(node) -> set[str]:
+    """Every datasource uid a dashboard refers to (panels, targets, template variables)."""
+    found = set()
+    if isinstance(node, dict):
+        ds = node.get("datasource")
+        if isinstance(ds, dict) and isinstance(ds.get("uid"), str) and not ds["uid"].startswith("$"):
+            found.add(ds["uid"])
+        for value in node.values():
+            found |= datasource_uids(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= datasource_uids(value)
+    return found
