@@ -49,7 +49,7 @@ def test_every_service_has_a_health_check_and_startup_order_waits_for_it(service
         assert service["healthcheck"]["test"][0] == "CMD", name
     runtime_health = next(a for i, a in dockerfile_instructions() if i == "HEALTHCHECK")
     assert services["torchserve"]["healthcheck"]["test"][1:] == exec_form(runtime_health)
-    assert services["nginx"]["depends_on"] == {"torchserve": {"condition": "service_healthy"}}
+    assert services["nginx"]["depends_on"] == {"torchserve": {"condition": "service_healthy", "restart": True}}
     assert services["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
     assert services["prometheus"]["depends_on"]["torchserve"]["condition"] in ("service_started", "service_healthy")
 
