@@ -32,6 +32,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 # rows per forward pass: batchSize (16) requests of up to max_rows (10 000) rows each
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536, 160000)
+KNOWN_STATUSES = (200, 400, 413, 415)  # what handlers.contract answers
 REQUEST_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
@@ -89,7 +90,8 @@ class Telemetry:
         self.batch_requests = batch_requests.labels(*child)
         self._codes: dict[int, Any] = {}
         self._types: dict[str, Any] = {}
-        self._code(200)  # the series exists from the start, so rate() sees the first requests
+        for status in KNOWN_STATUSES:  # series from the start, so rate() sees their first requests
+            self._code(status)
 
     def scored(self, x: torch.Tensor, probabilities: torch.Tensor) -> None:
         """One forward pass: rows, predicted classes and out-of-range values."""

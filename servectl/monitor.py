@@ -1,0 +1,89 @@
+"""Run Prometheus against one servectl instance: ``python -m servectl.monitor`` (``make monitor``).
+
+The scrape config, recording rules and alert rules are serve_config's; only the targets
+(this instance's metrics ports), the rule paths and optionally the intervals change in the
+copy written into the instance's run folder. The tests start Prometheus the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from servectl.settings import SERVE_CONFIG, ServeSettings
+
+PROMETHEUS_CONFIG = SERVE_CONFIG / "prometheus.yml"
+JOBS = {"torchserve": "metrics", "model_exporter": "model_metrics"}  # job -> ServeSettings endpoint
+
+
+def render_config(settings: ServeSettings, out_dir: Path, interval: str | None = None) -> Path:
+    """serve_config/prometheus.yml with this instance's targets and absolute rule paths."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    config["rule_files"] = [str((PROMETHEUS_CONFIG.parent / rule).resolve()) for rule in config["rule_files"]]
+    if interval:
+        config["global"].update(scrape_interval=interval, evaluation_interval=interval)
+    for job in config["scrape_configs"]:
+        endpoint = getattr(settings, JOBS[job["job_name"]])
+        host = "127.0.0.1" if endpoint.host in ("0.0.0.0", "::") else endpoint.host
+        job["static_configs"] = [{"targets": [f"{host}:{endpoint.port}"]}]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus")
+    if not found:
+        raise SystemExit("prometheus is not installed: 'make prometheus' (apt-get install -y prometheus)")
+    return found
+
+
+def command(config: Path, data_dir: Path, listen: str) -> list[str]:
+    return [
+        prometheus_binary(),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address={listen}",
+        "--storage.tsdb.retention.time=2d",
+        "--log.level=warn",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="servectl.monitor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tabular_classifier")
+    parser.add_argument("--run-dir", type=Path, help="the server's instance folder (default .run)")
+    parser.add_argument("--ports", help="the server's INFERENCE,MANAGEMENT,METRICS,MODEL_METRICS")
+    parser.add_argument("--listen", default="127.0.0.1:9090", help="Prometheus's address")
+    args, _ = parser.parse_known_args(argv)  # the rest of SERVE_ARGS is the server's business
+    settings = ServeSettings.load(args.model)
+    if args.run_dir:
+        settings = replace(settings, run_dir=args.run_dir.resolve())
+    if args.ports:
+        ports = [int(p) for p in args.ports.split(",")]
+        if len(ports) != 4:
+            parser.error("--ports: give all four (INFERENCE,MANAGEMENT,METRICS,MODEL_METRICS) to monitor")
+        settings = settings.with_ports(*ports[:3], model_metrics=ports[3], grpc=(0, 0))
+    out = settings.run_dir / "prometheus"
+    config = render_config(settings, out)
+    print(
+        f"Prometheus: http://{args.listen}  (scraping {settings.metrics.url} and {settings.model_metrics.url};"
+        f" data in {out / 'data'})\n"
+        f"  try:  http://{args.listen}/graph?g0.expr=model%3Atabular_handler_seconds%3Ap99_rate5m\n"
+        f"  alerts: http://{args.listen}/alerts    Ctrl-C stops it.",
+        flush=True,
+    )
+    cmd = command(config, out / "data", args.listen)
+    os.execv(cmd[0], cmd)
+    return 0  # pragma: no cover - execv does not return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

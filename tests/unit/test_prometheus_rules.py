@@ -1,0 +1,119 @@
+"""The Prometheus files in serve_config/ pass promtool, every rule has a promtool unit test,
+and the dashboard and README cover every metric. promtool comes with the Debian package
+`prometheus` that `make test` installs: these tests fail, not skip, without it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from handlers.telemetry import PREFIX, Telemetry
+from tests.conftest import REPO
+
+SERVE_CONFIG = REPO / "serve_config"
+RULES = sorted((SERVE_CONFIG / "rules").glob("*.yml"))
+PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*.yml"))
+DASHBOARDS = sorted((SERVE_CONFIG / "grafana" / "dashboards").glob("*.json"))
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.fail("promtool is not installed: run the tests through 'make test' (it installs prometheus)")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def rules(kind: str) -> dict[str, str]:
+    """name -> expression of every alert ("alert") or recording ("record") rule."""
+    found = {}
+    for path in RULES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if kind in rule:
+                    found[rule[kind]] = rule["expr"]
+    return found
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for d in DASHBOARDS for p in json.loads(d.read_text())["panels"] for t in p.get("targets", [])]
+
+
+def test_prometheus_config_is_valid():
+    out = promtool("check", "config", str(SERVE_CONFIG / "prometheus.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{len(RULES)} rule files found" in out.stdout + out.stderr
+
+
+def test_rule_files_are_valid():
+    assert len(RULES) >= 2
+    out = promtool("check", "rules", *map(str, RULES))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_unit_tests_pass():
+    assert PROMTOOL_TESTS
+    out = promtool("test", "rules", *map(str, PROMTOOL_TESTS))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_rule_has_a_promtool_test():
+    tests = [t for path in PROMTOOL_TESTS for t in yaml.safe_load(path.read_text())["tests"]]
+    alerts_tested = {a["alertname"] for t in tests for a in t.get("alert_rule_test", []) if a["exp_alerts"]}
+    assert set(rules("alert")) <= alerts_tested, "alerts without a test where they fire"
+    exprs = " ".join(e["expr"] for t in tests for e in t.get("promql_expr_test", []))
+    untested = [name for name in rules("record") if not re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", exprs)]
+    assert not untested, f"recording rules no promql_expr_test reads: {untested}"
+
+
+def test_alerts_cover_down_errors_latency_and_drift():
+    alerts = rules("alert")
+    assert any("up{" in e for e in alerts.values()) and any('status="READY"' in e for e in alerts.values())
+    assert any("errors:ratio" in e for e in alerts.values())
+    assert any("handler_seconds:p99" in e for e in alerts.values())
+    assert any("out_of_range" in e for e in alerts.values())
+
+
+def test_dashboard_shows_every_required_view_from_the_one_datasource():
+    assert DASHBOARDS
+    text = " ".join(dashboard_exprs())
+    for needed in (
+        "tabular_requests_total",  # request rate, error ratio by status
+        "histogram_quantile(0.50, sum by (le) (rate(tabular_handler_seconds_bucket",
+        "histogram_quantile(0.95, sum by (le) (rate(tabular_handler_seconds_bucket",
+        "histogram_quantile(0.99, sum by (le) (rate(tabular_handler_seconds_bucket",
+        "ts_queue_latency_microseconds",
+        "tabular_batch_rows_bucket",
+        "tabular_predictions_total",
+        "tabular_feature_out_of_range_total",
+        "tabular_worker_cpu_seconds_total",
+        "tabular_worker_resident_memory_bytes",
+    ):
+        assert needed in text, needed
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            assert panel["datasource"]["uid"] == "prometheus" and panel["targets"], panel["title"]
+            assert all(t["datasource"]["uid"] == "prometheus" for t in panel["targets"])
+    provisioned = yaml.safe_load((SERVE_CONFIG / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert provisioned["datasources"][0]["uid"] == "prometheus"
+
+
+def test_readme_documents_every_metric():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Metrics and dashboards") :]
+    section = section[: section.find("\n## ", 5) if "\n## " in section[5:] else None]
+    from tests.unit.test_telemetry import card
+
+    names = {family.name for family in Telemetry("m", "1", card()).registry.collect()}
+    exporter_source = (REPO / "servectl/exporter.py").read_text()
+    names |= {f"{PREFIX}_{m}" for m in re.findall(r'f"\{PREFIX\}_([a-z_]+)"', exporter_source)}
+    assert len(names) >= 14, names
+    for name in names:
+        assert name in section, f"{name} is not documented in the README"
+    for alert in rules("alert"):
+        assert alert in section, f"alert {alert} is not documented in the README"
