@@ -21,6 +21,7 @@ MAR := model_store/$(NAME).mar
 
 .PHONY: help setup java train archive serve serve-bg stop status token test test-unit lint clean FORCE
 .PHONY: deploy-tools lint-docker compose-up compose-down kserve-layout
+.PHONY: prometheus monitor
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -69,10 +70,10 @@ status: setup ## show the model's workers as the management API sees them
 token: setup ## print the inference token (nothing when the server needs none)
 	@$(PY) -m servectl token --model $(NAME) $(SERVE_ARGS)
 
-test: $(MAR) $(DEPLOY_TOOLS) ## run the whole test suite (unit, live TorchServe, end to end)
+test: $(MAR) $(DEPLOY_TOOLS) prometheus ## run the whole test suite (unit, live TorchServe, end to end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: setup ## only the fast in-process tests
+test-unit: setup prometheus ## only the fast in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 lint: setup ## ruff over the Python code
@@ -106,3 +107,13 @@ compose-down: ## stop the compose stack (its volumes stay; add -v by hand to dro
 
 kserve-layout: $(MAR) ## lay out build/kserve/ (config/config.properties, model-store/*.mar) for KServe
 	$(PY) -m deploy.kserve.layout --out build/kserve
+
+# ---- observability (serve_config/prometheus.yml, rules/, grafana/; README "Metrics and dashboards") ----
+MONITOR_ADDRESS ?= 127.0.0.1:9090
+
+# Debian's package may start a daemon on :9090 where systemd runs: stop it, monitor and the tests run their own.
+prometheus: ## install Prometheus and promtool (Debian package) when they are missing
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update && apt-get install -y --no-install-recommends prometheus && { service prometheus stop >/dev/null 2>&1 || true; }; }
+
+monitor: prometheus setup ## run Prometheus on MONITOR_ADDRESS against the server of 'make serve-bg' (Ctrl-C stops it)
+	$(PY) -m servectl.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
