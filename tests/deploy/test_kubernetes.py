@@ -104,6 +104,21 @@ def test_service_monitor_scrapes_both_metric_endpoints(resources):
     assert scraped <= {p["name"] for p in service["spec"]["ports"]}
 
 
+def test_service_monitor_jobs_are_the_ones_the_rules_select_on(resources):
+    """serve_config/prometheus.yml names a job per metrics port; the alert rules use those names."""
+    local = yaml.safe_load((REPO / "serve_config/prometheus.yml").read_text())
+    job_by_port = {
+        int(target.rsplit(":", 1)[1]): job["job_name"]
+        for job in local["scrape_configs"]
+        for sc in job["static_configs"]
+        for target in sc["targets"]
+    }
+    port_numbers = {p["name"]: p["port"] for p in resources["Service"]["spec"]["ports"]}
+    for endpoint in resources["ServiceMonitor"]["spec"]["endpoints"]:
+        (relabel,) = [r for r in endpoint["relabelings"] if r.get("targetLabel") == "job"]
+        assert relabel["replacement"] == job_by_port[port_numbers[endpoint["port"]]]
+
+
 def test_kustomize_image_matches_the_container(resources):
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
     assert container(resources)["image"] in {i["name"] for i in kustomization["images"]}
