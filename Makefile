@@ -117,3 +117,9 @@ prometheus: ## install Prometheus and promtool (Debian package) when they are mi
 
 monitor: prometheus setup ## run Prometheus on MONITOR_ADDRESS against the server of 'make serve-bg' (Ctrl-C stops it)
 	$(PY) -m servectl.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
+
+# Soak: the load mix for SOAK_SECONDS on a fresh server of its own (benchmarks/soak.py)
+SOAK_SECONDS ?= 300
+.PHONY: soak
+soak: $(MAR) ## SOAK_SECONDS=300 of mixed load on a fresh server: errors, latency per minute, memory and fd growth
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m benchmarks.soak

@@ -1,0 +1,148 @@
+"""Soak: the load mix of benchmarks/loadmix.py for minutes against a fresh TorchServe of its
+own (free loopback ports, a temp run dir, always stopped), reporting per minute the errors
+and latency percentiles, and the resident memory and open file descriptors of the frontend
+and each worker at the start and the end.
+
+    make soak                      # 5 minutes
+    make soak SOAK_SECONDS=60      # any length
+
+Exits non-zero on any 5xx, unanswered or wrong answer, a worker restart, or resource
+growth over the limit (default 10 %). Writes build/soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from benchmarks.loadmix import Mix, Report, reference, run
+from servectl import server
+from servectl.settings import REPO, ServeSettings, free_loopback_ports
+
+
+def processes(settings: ServeSettings) -> dict[str, psutil.Process]:
+    """The Java frontend and each model worker of the instance, by role."""
+    pgid = os.getpgid(server.running_pid(settings))
+    found: dict[str, psutil.Process] = {}
+    status = server.model_status(settings) or {}
+    worker_pids = {w["pid"]: f"worker {w['id']}" for w in status.get("workers", [])}
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                continue
+            if proc.pid in worker_pids:
+                found[worker_pids[proc.pid]] = proc
+            elif proc.info["name"] == "java":
+                found["frontend"] = proc
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return found
+
+
+def resources(settings: ServeSettings) -> dict[str, dict[str, float]]:
+    out = {}
+    for role, proc in sorted(processes(settings).items()):
+        with proc.oneshot():
+            out[role] = {"pid": proc.pid, "rss_mib": round(proc.memory_info().rss / 2**20, 1), "fds": proc.num_fds()}
+    return out
+
+
+def growth(start: dict, end: dict) -> dict[str, dict[str, float]]:
+    """Relative growth (end / start - 1) per process and resource."""
+    return {
+        role: {k: round(end[role][k] / start[role][k] - 1, 3) for k in ("rss_mib", "fds") if start[role][k]}
+        for role in start
+        if role in end
+    }
+
+
+def per_minute(report: Report, seconds: float) -> list[dict]:
+    """One row per minute of the run; answers that arrive after the end count in the last."""
+    rows = []
+    minutes = max(1, math.ceil(seconds / 60))
+    for m in range(minutes):
+        chunk = [r for r in report.results if min(int(r.t // 60), minutes - 1) == m]
+        if not chunk:
+            continue
+        rows.append(
+            {
+                "minute": m + 1,
+                "requests": len(chunk),
+                "errors_5xx": sum(1 for r in chunk if r.status >= 500),
+                "no_answer": sum(1 for r in chunk if r.status == 0),
+                "wrong": sum(1 for r in chunk if r.problem),
+                "latency_ms": report.latency_percentiles(chunk),
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 300)))
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds of load before the start sample")
+    parser.add_argument("--max-growth", type=float, default=0.10)
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "soak.json")
+    args = parser.parse_args()
+
+    x, probs, features, classes, name = reference(str(REPO / "artifacts"))
+    mix = Mix(x, features)
+    run_dir = Path(tempfile.mkdtemp(prefix="soak-"))
+    settings = ServeSettings.load(name, run_dir=run_dir).with_ports(*free_loopback_ports(3))
+    with open(run_dir / "torchserve.out", "ab") as log:
+        proc = server.start(settings, stdout=log)
+    try:
+        server.wait_ready(settings, timeout=180, alive=lambda: proc.poll() is None)
+        url = settings.inference.url
+        # the first requests allocate pools and caches: sample after a warm-up under the same load
+        run(url, name, mix, probs, classes, seconds=args.warmup, connections=args.connections, seed=1)
+        workers_before = sorted((w["pid"], w["startTime"]) for w in server.model_status(settings)["workers"])
+        start = resources(settings)
+        print(f"soak: {args.seconds:.0f} s, {args.connections} connections against {url}", flush=True)
+        print("start:", json.dumps(start), flush=True)
+        t0 = time.monotonic()
+        report = run(url, name, mix, probs, classes, seconds=args.seconds, connections=args.connections, seed=2)
+        end = resources(settings)
+        workers_after = sorted((w["pid"], w["startTime"]) for w in server.model_status(settings)["workers"])
+        elapsed = time.monotonic() - t0
+    finally:
+        server.stop(settings)
+
+    grew = growth(start, end)
+    over = {role: g for role, g in grew.items() if any(v > args.max_growth for v in g.values())}
+    result = {
+        "seconds": round(elapsed, 1),
+        "summary": report.summary(),
+        "per_minute": per_minute(report, args.seconds),
+        "resources_start": start,
+        "resources_end": end,
+        "growth": grew,
+        "worker_restarts": workers_before != workers_after,
+        "problems": [r.problem for r in report.problems[:20]],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("summary", "per_minute", "growth", "worker_restarts")}, indent=2))
+    print("end:", json.dumps(end))
+    failed = []
+    if report.server_errors or report.no_answer or report.problems:
+        failed.append(f"{report.server_errors} 5xx, {report.no_answer} unanswered, {len(report.problems)} wrong")
+    if result["worker_restarts"]:
+        failed.append("a worker restarted")
+    if over:
+        failed.append(f"growth over {args.max_growth:.0%}: {over}")
+    print(f"soak {'FAILED: ' + '; '.join(failed) if failed else 'passed'} (report: {args.out})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
