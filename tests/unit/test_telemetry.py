@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import torch
 from prometheus_client import CollectorRegistry, values
 
@@ -187,3 +189,60 @@ def test_each_instance_gets_its_own_exporter_port_and_torchserve_never_sees_the_
     rendered = four.render().read_text()
     assert MODEL_METRICS_KEY not in rendered and "metrics_address=http://127.0.0.2:9102" in rendered
     assert four.multiproc_dir.parent == tmp_path
+
+
+def launch(tmp_path, port: int, *command: str) -> subprocess.Popen:
+    """servectl's launch: the exporter forks and the launcher execs ``command`` (TorchServe
+    there, ``sleep`` here) in a new session, keeping its pid."""
+    return subprocess.Popen(
+        [sys.executable, str(exporter.__file__), "--listen", f"127.0.0.1:{port}", "--multiproc-dir", str(tmp_path),
+         "--", *command],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def serving(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_for(check, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def group_members(pgid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+@pytest.mark.parametrize("how", ["the group is stopped", "the server dies alone"])
+def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
+    from servectl.server import stop_group
+    from tests.conftest import free_ports
+
+    port = free_ports(1)[0]
+    proc = launch(tmp_path, port, "/bin/sleep", "60")
+    try:
+        wait_for(lambda: serving(port), "the exporter to answer")
+        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"/bin/sleep")  # exec kept the pid
+        members = group_members(proc.pid)
+        assert proc.pid in members and len(members) == 2  # the server and the exporter
+        if how == "the group is stopped":
+            stop_group(proc.pid, timeout=10)
+        else:
+            proc.kill()
+            proc.wait()
+        wait_for(lambda: not group_members(proc.pid), "the exporter to exit")
+        assert not serving(port)
+    finally:
+        if group_members(proc.pid):
+            os.killpg(proc.pid, 9)
+        proc.wait()
