@@ -42,6 +42,8 @@ def processes(settings: ServeSettings) -> dict[str, psutil.Process]:
                 found[worker_pids[proc.pid]] = proc
             elif proc.info["name"] == "java":
                 found["frontend"] = proc
+            elif any("exporter" in part for part in proc.info["cmdline"] or []):
+                found["exporter"] = proc
         except (psutil.Error, ProcessLookupError):
             continue
     return found

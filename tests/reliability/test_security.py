@@ -46,6 +46,8 @@ def test_every_listening_socket_is_bound_to_loopback(steady):
     ports = {port for _, port, _ in sockets}
     expected = {steady.inference.port, steady.management.port, steady.metrics.port}
     expected |= {int(steady.properties["grpc_inference_port"]), int(steady.properties["grpc_management_port"])}
+    if getattr(steady, "model_metrics", None) is not None:  # servectl's model-metrics exporter
+        expected.add(steady.model_metrics.port)
     assert expected <= ports, (expected, sockets)
     assert all(ip in LOOPBACK for ip, _, _ in sockets), sockets
 
