@@ -22,6 +22,7 @@ MAR := model_store/$(NAME).mar
 .PHONY: help setup java train archive serve serve-bg stop status token test test-unit lint clean FORCE
 .PHONY: deploy-tools lint-docker compose-up compose-down kserve-layout
 .PHONY: prometheus monitor
+.PHONY: bench bench-sweep
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -117,6 +118,24 @@ prometheus: ## install Prometheus and promtool (Debian package) when they are mi
 
 monitor: prometheus setup ## run Prometheus on MONITOR_ADDRESS against the server of 'make serve-bg' (Ctrl-C stops it)
 	$(PY) -m servectl.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
+
+# ---- performance (benchmarks/; README "Performance") ----
+BENCH_TOOLS := $(VENV)/.bench-tools
+SWEEP ?=
+BENCH_ARGS ?=
+# a sentence about the machine's conditions, printed with the results (e.g. NOTE='other tests ran')
+NOTE ?=
+
+$(BENCH_TOOLS): requirements-bench.lock $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-bench.lock 2>&1 | { grep -v "is ignored" || true; }
+	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	touch $@
+
+bench: $(MAR) $(BENCH_TOOLS) ## benchmark the served model against same-run references (SWEEP=1: workers x batch x delay)
+	$(PY) -m benchmarks.bench $(if $(SWEEP),--sweep) --note '$(NOTE)' $(BENCH_ARGS)
+
+bench-sweep: $(MAR) $(BENCH_TOOLS) ## try workers x batchSize x maxBatchDelay and print the best for a p99 budget
+	$(PY) -m benchmarks.bench --sweep --note '$(NOTE)' $(BENCH_ARGS)
 
 # Soak: the load mix for SOAK_SECONDS on a fresh server of its own (benchmarks/soak.py)
 SOAK_SECONDS ?= 300

@@ -1,0 +1,558 @@
+"""Benchmark the served model against references measured in the same run.
+
+    python -m benchmarks.bench                 # the full run: tables, JSON, plot
+    python -m benchmarks.bench --sweep         # workers x batchSize x maxBatchDelay
+
+Starts TorchServe with the project's real configuration (serve_config/, the real .mar)
+on free loopback ports in a temporary run folder, always stops it, and drives it with
+wrk. Every result is printed next to a reference from the same run on the same machine
+(TorchServe's own /ping; the scripted model called in-process), because absolute
+numbers on a shared 2-core machine mean little and ratios travel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import psutil
+import requests
+import torch
+import yaml
+
+from benchmarks.report import LoadResult, best_setting, markdown, parse_wrk, sweep_markdown, targets
+from handlers.contract import Responder, Schema, encode, parse_request
+from handlers.model_card import METADATA_FILE, ModelCard
+from servectl import server
+from servectl.settings import REPO, ServeSettings
+
+HERE = Path(__file__).resolve().parent
+WRK_LUA = HERE / "wrk.lua"
+ARTIFACTS = REPO / "artifacts"
+MODEL_CONFIG = REPO / "serve_config" / "model-config.yaml"
+JSON_CT = "application/json"
+NPY_CT = "application/x-npy"
+
+
+# ---------------------------------------------------------------- payloads
+
+
+@dataclass(frozen=True)
+class Payloads:
+    single: Path
+    bulk_json: Path
+    bulk_npy: Path
+    bulk_rows: int
+
+
+def make_payloads(card: ModelCard, folder: Path, bulk_rows: int = 1000, seed: int = 0) -> Payloads:
+    """Rows drawn around the training statistics, written the way a client would send them
+    (6 significant digits in JSON, float32 in .npy)."""
+    rng = np.random.default_rng(seed)
+    mean = np.array(card.normalisation["mean"])
+    std = np.array(card.normalisation["std"])
+    rows = (mean + std * rng.standard_normal((bulk_rows, card.n_features))).astype(np.float32)
+    as_list = [[float(f"{v:.6g}") for v in row] for row in rows.tolist()]
+    folder.mkdir(parents=True, exist_ok=True)
+    single = folder / "single.json"
+    single.write_text(json.dumps({"instances": as_list[:1]}))
+    bulk_json = folder / "bulk.json"
+    bulk_json.write_text(json.dumps({"instances": as_list}))
+    bulk_npy = folder / "bulk.npy"
+    buf = io.BytesIO()
+    np.save(buf, rows)
+    bulk_npy.write_bytes(buf.getvalue())
+    return Payloads(single, bulk_json, bulk_npy, bulk_rows)
+
+
+# ---------------------------------------------------------------- references
+
+
+def _rate(call: Callable[[], object], seconds: float) -> float:
+    """Calls per CPU second of ``call`` in this thread, after a few uncounted ones: CPU time,
+    not wall time, so a share of the core lost to other work does not lower the ceiling."""
+    for _ in range(20):
+        call()
+    calls, start = 0, time.thread_time()
+    while (elapsed := time.thread_time() - start) < seconds:
+        for _ in range(10):
+            call()
+        calls += 10
+    return calls / elapsed
+
+
+def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> dict[str, float]:
+    """Rows/s in-process with one thread, as a worker runs it: the scripted model alone
+    (the model ceiling), and the handler's own work without TorchServe (parse, forward,
+    answer encoding) to split the served cost into handler and transport."""
+    torch.set_num_threads(1)
+    model = torch.jit.load(str(ARTIFACTS / card.model_file), map_location="cpu").eval()
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for n in (1, 1000):
+            x = torch.randn(n, card.n_features)
+            out[f"rows_per_s_{n}"] = n * _rate(lambda x=x: torch.softmax(model(x), dim=1), seconds)
+        schema = Schema(card.feature_names)
+        responder = Responder(card.model_name, card.version, card.class_names)
+
+        def handle(body: bytes, content_type: str) -> bytes:
+            parsed = parse_request(body, content_type, schema)
+            return encode(responder.body(parsed, torch.softmax(model(parsed.rows), dim=1)))
+
+        for key, path, ctype, rows in (
+            ("handler_rows_per_s_single_json", payloads.single, JSON_CT, 1),
+            ("handler_rows_per_s_bulk_json", payloads.bulk_json, JSON_CT, payloads.bulk_rows),
+            ("handler_rows_per_s_bulk_npy", payloads.bulk_npy, NPY_CT, payloads.bulk_rows),
+        ):
+            body = path.read_bytes()
+            out[key] = rows * _rate(lambda body=body, ctype=ctype: handle(body, ctype), seconds)
+    return out
+
+
+# ---------------------------------------------------------------- server
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class Running:
+    settings: ServeSettings
+    proc: subprocess.Popen
+    cold_start_s: float
+    ready_s: float
+    status: dict
+
+    @property
+    def predict_url(self) -> str:
+        return f"{self.settings.inference.url}/predictions/{self.settings.model_name}"
+
+    @property
+    def ping_url(self) -> str:
+        return f"{self.settings.inference.url}/ping"
+
+
+@contextlib.contextmanager
+def serving(
+    card: ModelCard,
+    probe: Path,
+    model_store: Path | None = None,
+    timeout: float = 120.0,
+    properties: dict[str, str] | None = None,
+) -> Iterator[Running]:
+    """A TorchServe on free ports in a temp run folder; timed from launch to first answer.
+    ``properties`` override config.properties values (the sweep and experiments only)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    settings = ServeSettings.load(card.model_name, run_dir=run_dir).with_ports(*free_ports(3))
+    if properties:
+        settings = settings.with_properties(**properties)
+    if model_store is not None:
+        settings = replace(settings, model_store=model_store)
+    body = probe.read_bytes()
+    log = open(run_dir / "torchserve.out", "wb")
+    start = time.monotonic()
+    proc = server.start(settings, stdout=log)
+    try:
+        url = f"{settings.inference.url}/predictions/{settings.model_name}"
+        deadline = start + timeout
+        while True:
+            if proc.poll() is not None:
+                raise server.ServeError("TorchServe exited during start-up\n" + server.log_tail(settings))
+            if time.monotonic() > deadline:
+                raise server.ServeError(
+                    f"no successful prediction after {timeout:.0f}s\n" + server.log_tail(settings)
+                )
+            with contextlib.suppress(requests.RequestException):
+                resp = requests.post(url, data=body, headers={"Content-Type": JSON_CT}, timeout=2)
+                if resp.status_code == 200:
+                    break
+            time.sleep(0.02)
+        cold = time.monotonic() - start
+        status = server.wait_ready(settings, timeout, alive=lambda: proc.poll() is None, interval=0.05)
+        ready = time.monotonic() - start
+        yield Running(settings, proc, cold, ready, status)
+    finally:
+        server.stop(settings)
+        log.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def memory(proc: subprocess.Popen) -> list[dict]:
+    """Resident memory of the Java frontend and of each Python worker."""
+    out = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+            rss = child.memory_info().rss
+        except psutil.Error:
+            continue
+        if "java" in Path(child.cmdline()[0]).name or "org.pytorch.serve" in cmd:
+            role = "frontend (Java)"
+        elif "model_service_worker" in cmd:
+            role = "worker (Python)"
+        elif "exporter" in cmd:
+            role = "metrics exporter (Python)"
+        else:
+            continue
+        out.append({"role": role, "pid": child.pid, "rss_mib": rss / 2**20})
+    return sorted(out, key=lambda p: (p["role"], p["pid"]))
+
+
+class CpuMeter:
+    """CPU seconds the frontend and the workers spend per request during one load run:
+    unlike throughput, this barely moves when other work shares the machine."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.procs = {
+            m["pid"]: ("frontend" if "frontend" in m["role"] else "workers")
+            for m in memory(proc)
+            if "exporter" not in m["role"]
+        }
+
+    def _cpu(self) -> dict[str, float]:
+        out = {"frontend": 0.0, "workers": 0.0}
+        for pid, role in self.procs.items():
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                out[role] += t.user + t.system
+        return out
+
+    def measure(self, load: Callable[[], LoadResult]) -> dict:
+        before = self._cpu()
+        result = load()
+        after = self._cpu()
+        n = max(result.requests, 1)
+        return result.to_dict() | {
+            f"cpu_us_per_req_{role}": round((after[role] - before[role]) / n * 1e6, 1) for role in before
+        }
+
+
+def check_answers(run: Running, payloads: Payloads) -> None:
+    """Before timing anything: every payload gets a 200 with one prediction per row."""
+    for path, ctype, rows in (
+        (payloads.single, JSON_CT, 1),
+        (payloads.bulk_json, JSON_CT, payloads.bulk_rows),
+        (payloads.bulk_npy, NPY_CT, payloads.bulk_rows),
+    ):
+        resp = requests.post(
+            run.predict_url, data=path.read_bytes(), headers={"Content-Type": ctype}, timeout=10
+        )
+        if resp.status_code != 200 or len(resp.json()["predictions"]) != rows:
+            raise SystemExit(f"bench: {path.name} answered {resp.status_code}: {resp.text[:300]}")
+
+
+# ---------------------------------------------------------------- load
+
+
+def ensure_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("bench: wrk is not installed (make bench installs it: apt-get install -y wrk)")
+    return wrk
+
+
+def wrk(
+    url: str,
+    connections: int,
+    seconds: float,
+    name: str,
+    body: Path | None = None,
+    content_type: str = JSON_CT,
+    rows: int = 1,
+) -> LoadResult:
+    threads = min(2, connections)
+    cmd = [
+        ensure_wrk(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(WRK_LUA),
+        url,
+    ]
+    if body is not None:
+        cmd += ["--", str(body), content_type]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return parse_wrk(done.stdout, name, connections, rows)
+
+
+def warm_up(run: Running, payloads: Payloads, seconds: float) -> None:
+    """Not counted. The JVM's JIT compiler needs ~20 s of traffic on 2 busy cores before
+    the frontend's cost per request settles (it falls by ~40%), so each path gets its share."""
+    wrk(run.predict_url, 64, seconds / 2, "warm-up", payloads.single)
+    wrk(run.predict_url, 8, seconds / 6, "warm-up", payloads.bulk_json, rows=payloads.bulk_rows)
+    wrk(run.predict_url, 8, seconds / 6, "warm-up", payloads.bulk_npy, NPY_CT, payloads.bulk_rows)
+    wrk(run.ping_url, 64, seconds / 6, "warm-up")
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the full run
+
+
+def machine(note: str) -> dict:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import ts  # noqa: PLC0415 - version only
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchserve": getattr(ts, "__version__", "0.12.0"),
+        "wrk": subprocess.run([ensure_wrk(), "-v"], capture_output=True, text=True)
+        .stdout.split("\n")[0]
+        .strip(),
+        "note": note,
+    }
+
+
+def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict:
+    info = machine(args.note)
+    say(f"bench: model ceiling in-process ({card.model_file}, 1 thread)")
+    model = model_ceiling(card, payloads)
+    model_config = yaml.safe_load(MODEL_CONFIG.read_text())
+    say("bench: starting TorchServe with serve_config/ and the real .mar")
+    with serving(card, payloads.single) as run:
+        say(f"bench: first prediction after {run.cold_start_s:.1f}s, workers READY after {run.ready_s:.1f}s")
+        check_answers(run, payloads)
+        warm_up(run, payloads, args.warmup)
+        single, ping, bulk = [], [], []
+        meter = CpuMeter(run.proc)
+        d = args.duration
+        for c in args.connections:
+            say(f"bench: {d:g}s at {c} connections: /ping, then single-row predictions")
+            ping.append(meter.measure(lambda c=c: wrk(run.ping_url, c, d, "ping")))
+            single.append(meter.measure(lambda c=c: wrk(run.predict_url, c, d, "single", payloads.single)))
+        for fmt, path, ctype in (("json", payloads.bulk_json, JSON_CT), ("npy", payloads.bulk_npy, NPY_CT)):
+            say(f"bench: {d:g}s of {payloads.bulk_rows}-row {fmt} at {args.bulk_connections} connections")
+            r = meter.measure(
+                lambda path=path, ctype=ctype, fmt=fmt: wrk(
+                    run.predict_url, args.bulk_connections, d, f"bulk-{fmt}", path, ctype, payloads.bulk_rows
+                )
+            )
+            bulk.append(r | {"format": fmt})
+        mem = memory(run.proc)
+        cold, ready = run.cold_start_s, run.ready_s
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": info,
+        "model_config": {k: v for k, v in model_config.items() if k != "handler"},
+        "duration_s": args.duration,
+        "single": single,
+        "ping": ping,
+        "bulk": bulk,
+        "model": model,
+        "cold_start_s": cold,
+        "ready_s": ready,
+        "memory": mem,
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 - bench-only dependency (requirements-bench.lock)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    conns = [r["connections"] for r in results["single"]]
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
+        lat.plot(conns, [r[key] for r in results["single"]], style, label=f"predict {key[:3]}")
+    lat.plot(conns, [r["p99_ms"] for r in results["ping"]], "^--", color="grey", label="/ping p99")
+    lat.axhline(25, color="red", lw=0.8, ls=":", label="p99 target 25 ms")
+    lat.set(xscale="log", xlabel="connections", ylabel="latency (ms)", title="single-row latency")
+    lat.set_xticks(conns, [str(c) for c in conns])
+    lat.legend(fontsize=8)
+    thr.plot(conns, [r["rps"] for r in results["single"]], "o-", label="single-row predictions")
+    thr.plot(
+        conns, [r["rps"] for r in results["ping"]], "s--", color="grey", label="/ping (frontend ceiling)"
+    )
+    thr.set(xscale="log", xlabel="connections", ylabel="requests/s", title="throughput")
+    thr.set_xticks(conns, [str(c) for c in conns])
+    thr.legend(fontsize=8)
+    m = results["machine"]
+    fig.suptitle(f"{results['when']} - {m['cores']} cores, {m['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_readme(readme: Path, table: str, results: dict) -> None:
+    """Replace the block between the bench markers in benchmarks/README.md."""
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if not readme.is_file() or start not in readme.read_text():
+        return
+    m = results["machine"]
+    cfg = ", ".join(f"{k}={v}" for k, v in results["model_config"].items())
+    head = (
+        f"Run at {results['when']} on {m['cores']} cores ({m['cpu']}, {m['memory_gib']} GiB), "
+        f"load average {m['load_average_at_start']} at the start, {results['duration_s']:g} s per measurement. "
+        f"{m['note']}\n\nServed with {cfg}.\n\n"
+    )
+    text = readme.read_text()
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    readme.write_text(
+        f"{before}{start}\n{head}{table}\n![latency and throughput](results/latest.png)\n{end}{after}"
+    )
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict:
+    """Try each setting with the real handler and config, changing only the three knobs."""
+    base = yaml.safe_load(MODEL_CONFIG.read_text())
+    rows = []
+    grid = list(itertools.product(args.sweep_workers, args.sweep_batch, args.sweep_delay))
+    from model.archive import archive  # noqa: PLC0415 - imports torch-model-archiver paths
+
+    for i, (workers, batch, delay) in enumerate(grid, 1):
+        if batch == 1 and delay != args.sweep_delay[0]:
+            continue  # the delay means nothing without batching
+        say(f"bench sweep {i}/{len(grid)}: workers={workers} batchSize={batch} maxBatchDelay={delay}")
+        with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+            tmp_path = Path(tmp)
+            config = dict(base, minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=delay)
+            cfg_path = tmp_path / "model-config.yaml"
+            cfg_path.write_text(yaml.safe_dump(config))
+            with contextlib.redirect_stdout(sys.stderr):
+                archive(ARTIFACTS, tmp_path / "model_store", tmp_path / "build", cfg_path)
+            with serving(card, payloads.single, model_store=tmp_path / "model_store") as run:
+                warm_up(run, payloads, args.warmup / 2)
+                ping = wrk(run.ping_url, 64, args.sweep_duration, "ping")
+                single_cpu = CpuMeter(run.proc).measure(
+                    lambda: wrk(run.predict_url, 64, args.sweep_duration, "single", payloads.single)
+                )
+                single = LoadResult(**{k: single_cpu[k] for k in LoadResult.__dataclass_fields__})
+                bulk = wrk(
+                    run.predict_url,
+                    args.bulk_connections,
+                    args.sweep_duration,
+                    "bulk-json",
+                    payloads.bulk_json,
+                    JSON_CT,
+                    payloads.bulk_rows,
+                )
+        row = {
+            "workers": workers,
+            "batch_size": batch,
+            "max_batch_delay": delay,
+            "rps": single.rps,
+            "p50_ms": single.p50_ms,
+            "p99_ms": single.p99_ms,
+            "errors": single.errors + bulk.errors,
+            "ping_rps": ping.rps,
+            "bulk_rows_per_s": bulk.rows_per_s,
+            "cold_start_s": run.cold_start_s,
+            "cpu_us_per_req_frontend": single_cpu["cpu_us_per_req_frontend"],
+            "cpu_us_per_req_workers": single_cpu["cpu_us_per_req_workers"],
+        }
+        say(
+            f"  -> {single.rps:.0f} req/s, p99 {single.p99_ms:.1f} ms, /ping {ping.rps:.0f}, "
+            f"bulk {bulk.rows_per_s:.0f} rows/s"
+        )
+        rows.append(row)
+    best = best_setting(rows, args.p99_budget)
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(args.note),
+        "p99_budget_ms": args.p99_budget,
+        "rows": rows,
+        "best": best,
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="benchmarks.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    p.add_argument("--warmup", type=float, default=24.0, help="seconds of uncounted warm-up")
+    p.add_argument("--connections", type=ints, default=[1, 16, 64])
+    p.add_argument("--bulk-connections", type=int, default=8)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--note", default="", help="conditions to state with the results")
+    p.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
+    p.add_argument("--sweep", action="store_true", help="try workers x batchSize x maxBatchDelay")
+    p.add_argument("--sweep-workers", type=ints, default=[1, 2, 3])
+    p.add_argument("--sweep-batch", type=ints, default=[1, 8, 32])
+    p.add_argument("--sweep-delay", type=ints, default=[0, 5])
+    p.add_argument("--sweep-duration", type=float, default=5.0)
+    p.add_argument("--p99-budget", type=float, default=25.0, help="ms, for the sweep's verdict")
+    args = p.parse_args(argv)
+    ensure_wrk()
+    card = ModelCard.load(ARTIFACTS / METADATA_FILE)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-payloads-") as tmp:
+        payloads = make_payloads(card, Path(tmp))
+        if args.sweep:
+            result = sweep(args, card, payloads)
+            table = sweep_markdown(result["rows"], result["best"], args.p99_budget)
+            (args.out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+            (args.out / "sweep.md").write_text(table)
+            print(table)
+            return 0
+        results = full_run(args, card, payloads)
+    table = markdown(results)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "latest.md").write_text(table)
+    plot(results, args.out / "latest.png")
+    if not args.no_readme:
+        update_readme(HERE / "README.md", table, results)
+    print(table)
+    print(f"results: {args.out}/latest.json, latest.md, latest.png")
+    missed = [t for t in targets(results) if not t.met]
+    if missed:
+        print("targets missed: " + "; ".join(f"{t.what} {t.value} (goal {t.goal})" for t in missed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Pure parts of the benchmark harness: read wrk's output, compute ratios, render tables.
+
+No I/O and no server here, so tests/unit checks them in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+WRK_MARK = "WRKJSON "
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One wrk run: what was sent, how fast, how slow at the tail, how many failed."""
+
+    name: str
+    connections: int
+    requests: int
+    seconds: float
+    errors: int  # non-2xx/3xx answers + socket errors (connect, read, write, timeout)
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    rows_per_request: int = 1
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rps * self.rows_per_request
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rps"] = round(self.rps, 1)
+        d["rows_per_s"] = round(self.rows_per_s, 1)
+        return d
+
+
+def parse_wrk(output: str, name: str, connections: int, rows_per_request: int = 1) -> LoadResult:
+    """The LoadResult from the WRKJSON line our wrk.lua prints in done()."""
+    for line in output.splitlines():
+        if line.startswith(WRK_MARK):
+            data = json.loads(line[len(WRK_MARK) :])
+            break
+    else:
+        raise ValueError(f"no {WRK_MARK.strip()} line in wrk output:\n{output[-2000:]}")
+    errors = sum(
+        int(data[k])
+        for k in ("errors_connect", "errors_read", "errors_write", "errors_status", "errors_timeout")
+    )
+    return LoadResult(
+        name=name,
+        connections=connections,
+        requests=int(data["requests"]),
+        seconds=int(data["duration_us"]) / 1e6,
+        errors=errors,
+        p50_ms=data["p50_us"] / 1000,
+        p95_ms=data["p95_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        rows_per_request=rows_per_request,
+    )
+
+
+def ratio(value: float, reference: float) -> float | None:
+    return value / reference if reference > 0 else None
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.0%}" if r < 10 else f"{r:.1f}x"
+
+
+def fmt_num(x: float) -> str:
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e4:
+        return f"{x / 1e3:.0f}k"
+    return f"{x:,.0f}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One acceptance target: a measured value, its threshold and whether it is met."""
+
+    what: str
+    value: str
+    goal: str
+    met: bool
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """Check the issue's targets against one run's results (as built by ``summarise``)."""
+    out: list[Target] = []
+    single = {r["connections"]: r for r in results["single"]}
+    ping = {r["connections"]: r for r in results["ping"]}
+    if 64 in single and 64 in ping:
+        r = ratio(single[64]["rps"], ping[64]["rps"]) or 0.0
+        out.append(Target("single-row @64 vs /ping @64", fmt_ratio(r), ">= 40%", r >= 0.40))
+        p99 = single[64]["p99_ms"]
+        out.append(Target("single-row @64 p99", f"{p99:.1f} ms", "< 25 ms", p99 < 25))
+    goals = {"json": 500_000, "npy": 2_000_000}
+    for bulk in results["bulk"]:
+        goal = goals.get(bulk["format"])
+        if goal:
+            rows = bulk["rows_per_s"]
+            out.append(
+                Target(
+                    f"bulk 1000-row {bulk['format']}",
+                    f"{fmt_num(rows)} rows/s",
+                    f">= {fmt_num(goal)}",
+                    rows >= goal,
+                )
+            )
+    cold = results.get("cold_start_s")
+    if cold is not None:
+        out.append(Target("cold start to first prediction", f"{cold:.1f} s", "< 10 s", cold < 10))
+    return out
+
+
+def cpu(r: dict[str, Any], role: str) -> str:
+    """CPU microseconds per request of the frontend or of all workers, when measured."""
+    v = r.get(f"cpu_us_per_req_{role}")
+    return "" if v is None else f"{v:,.0f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The human table: every result next to its same-run reference and the ratio."""
+    lines = []
+    ping = {r["connections"]: r for r in results["ping"]}
+    lines += [
+        "| single-row JSON | req/s | p50 ms | p95 ms | p99 ms | errors | `/ping` req/s | ratio to `/ping` "
+        "| frontend CPU µs/req | workers CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results["single"]:
+        p = ping.get(r["connections"])
+        ref = p["rps"] if p else 0.0
+        lines.append(
+            f"| {r['connections']} connections | {fmt_num(r['rps'])} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['errors']} | {fmt_num(ref)} | {fmt_ratio(ratio(r['rps'], ref))} "
+            f"| {cpu(r, 'frontend')} | {cpu(r, 'workers')} |"
+        )
+    lines += [
+        "",
+        "| `/ping` (frontend ceiling) | req/s | p50 ms | p95 ms | p99 ms | errors | frontend CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results["ping"]:
+        lines.append(
+            f"| {r['connections']} connections | {fmt_num(r['rps'])} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['errors']} | {cpu(r, 'frontend')} |"
+        )
+    model = results["model"]
+    lines += [
+        "",
+        "| bulk 1000-row requests | rows/s | req/s | p99 ms | errors | model in-process rows/s (1000-row calls) "
+        "| ratio | handler in-process rows/s (1 core) | ratio | frontend CPU µs/req | workers CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for b in results["bulk"]:
+        handler = model.get(f"handler_rows_per_s_bulk_{b['format']}", 0.0)
+        lines.append(
+            f"| {b['format']} ({b['connections']} connections) | {fmt_num(b['rows_per_s'])} | {fmt_num(b['rps'])} "
+            f"| {b['p99_ms']:.1f} | {b['errors']} | {fmt_num(model['rows_per_s_1000'])} "
+            f"| {fmt_ratio(ratio(b['rows_per_s'], model['rows_per_s_1000']))} "
+            f"| {fmt_num(handler)} | {fmt_ratio(ratio(b['rows_per_s'], handler))} "
+            f"| {cpu(b, 'frontend')} | {cpu(b, 'workers')} |"
+        )
+    best_single = max((r["rps"] for r in results["single"]), default=0.0)
+    lines += [
+        "",
+        "| model ceiling (scripted, in-process, 1 thread) | rows/s | served best single-row rows/s | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        f"| 1-row calls | {fmt_num(model['rows_per_s_1'])} | {fmt_num(best_single)} "
+        f"| {fmt_ratio(ratio(best_single, model['rows_per_s_1']))} |",
+        f"| 1000-row calls | {fmt_num(model['rows_per_s_1000'])} | | |",
+        f"| handler in-process, single-row JSON (parse, forward, encode; no TorchServe) "
+        f"| {fmt_num(model.get('handler_rows_per_s_single_json', 0.0))} | {fmt_num(best_single)} "
+        f"| {fmt_ratio(ratio(best_single, model.get('handler_rows_per_s_single_json', 0.0)))} |",
+        "",
+        f"Cold start (process start to first successful prediction): **{results['cold_start_s']:.1f} s**; "
+        f"all workers READY after {results['ready_s']:.1f} s.",
+        "",
+        "| process | resident memory |",
+        "| --- | ---: |",
+    ]
+    for proc in results["memory"]:
+        lines.append(f"| {proc['role']} (pid {proc['pid']}) | {proc['rss_mib']:.0f} MiB |")
+    lines += ["", "| target | measured | goal | met |", "| --- | ---: | ---: | :---: |"]
+    for t in targets(results):
+        lines.append(f"| {t.what} | {t.value} | {t.goal} | {'yes' if t.met else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def best_setting(rows: list[dict[str, Any]], p99_budget_ms: float) -> dict[str, Any] | None:
+    """The sweep row with the highest single-row throughput whose p99 fits the budget
+    and that answered without errors; ties go to the better bulk throughput."""
+    fits = [r for r in rows if r["errors"] == 0 and r["p99_ms"] <= p99_budget_ms]
+    if not fits:
+        return None
+    return max(fits, key=lambda r: (r["rps"], r.get("bulk_rows_per_s", 0.0)))
+
+
+def sweep_markdown(rows: list[dict[str, Any]], best: dict[str, Any] | None, budget: float) -> str:
+    lines = [
+        "| workers | batchSize | maxBatchDelay ms | single-row req/s @64 | p99 ms | ratio to `/ping` | errors "
+        "| bulk JSON rows/s | CPU µs/req frontend + workers |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        mark = " **best**" if best is r else ""
+        lines.append(
+            f"| {r['workers']} | {r['batch_size']} | {r['max_batch_delay']} | {fmt_num(r['rps'])}{mark} "
+            f"| {r['p99_ms']:.1f} | {fmt_ratio(ratio(r['rps'], r['ping_rps']))} | {r['errors']} "
+            f"| {fmt_num(r.get('bulk_rows_per_s', 0.0))} | {cpu(r, 'frontend')} + {cpu(r, 'workers')} |"
+        )
+    verdict = (
+        f"Best for p99 <= {budget:g} ms: workers={best['workers']}, batchSize={best['batch_size']}, "
+        f"maxBatchDelay={best['max_batch_delay']}"
+        if best
+        else f"No setting met p99 <= {budget:g} ms without errors."
+    )
+    return "\n".join(lines) + "\n\n" + verdict + "\n"

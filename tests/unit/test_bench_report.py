@@ -1,0 +1,82 @@
+"""The benchmark harness's pure parts: reading wrk's output, ratios, targets, tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.report import best_setting, fmt_ratio, markdown, parse_wrk, ratio, sweep_markdown, targets
+
+WRK_OUT = """Running 10s test @ http://127.0.0.1:9/predictions/m
+  2 threads and 64 connections
+  Non-2xx or 3xx responses: 3
+WRKJSON {"requests":20000,"duration_us":10000000,"bytes":1,"errors_connect":1,"errors_read":2,"errors_write":0,"errors_status":3,"errors_timeout":4,"latency_mean_us":3000.0,"p50_us":2500,"p90_us":5000,"p95_us":6000,"p99_us":9500,"max_us":20000}
+"""
+
+
+def test_parse_wrk_reads_the_json_line_and_sums_every_kind_of_error():
+    r = parse_wrk(WRK_OUT, "single", 64, rows_per_request=1000)
+    assert r.rps == pytest.approx(2000.0)
+    assert r.rows_per_s == pytest.approx(2_000_000.0)
+    assert r.errors == 1 + 2 + 3 + 4
+    assert (r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms) == (2.5, 6.0, 9.5, 20.0)
+    assert json.loads(json.dumps(r.to_dict()))["rps"] == 2000.0
+
+
+def test_parse_wrk_without_the_json_line_says_so():
+    with pytest.raises(ValueError, match="no WRKJSON line"):
+        parse_wrk("unable to connect to 127.0.0.1:9", "single", 1)
+
+
+def test_ratio_and_its_format():
+    assert ratio(50, 200) == 0.25 and ratio(1, 0) is None
+    assert fmt_ratio(0.254) == "25%" and fmt_ratio(None) == "n/a" and fmt_ratio(12.0) == "12.0x"
+
+
+def run(single_rps: float, p99: float, json_rows: float, npy_rows: float, cold: float) -> dict:
+    def load(c: int, rps: float, p99_ms: float = 1.0) -> dict:
+        return {"connections": c, "rps": rps, "p50_ms": 1.0, "p95_ms": 1.0, "p99_ms": p99_ms, "errors": 0}
+
+    return {
+        "single": [load(1, 100.0), load(64, single_rps, p99)],
+        "ping": [load(1, 1000.0), load(64, 10_000.0)],
+        "bulk": [
+            load(8, json_rows / 1000) | {"format": "json", "rows_per_s": json_rows},
+            load(8, npy_rows / 1000) | {"format": "npy", "rows_per_s": npy_rows},
+        ],
+        "model": {"rows_per_s_1": 30_000.0, "rows_per_s_1000": 5_000_000.0},
+        "cold_start_s": cold,
+        "ready_s": cold + 0.5,
+        "memory": [{"role": "frontend (Java)", "pid": 1, "rss_mib": 300.0}],
+    }
+
+
+def test_targets_follow_the_issue_thresholds():
+    met = {t.what: t.met for t in targets(run(4000, 24.0, 600_000, 2_100_000, 9.0))}
+    assert all(met.values()) and len(met) == 5
+    missed = {t.what for t in targets(run(3999, 25.0, 499_999, 1_999_999, 10.0)) if not t.met}
+    assert len(missed) == 5
+
+
+def test_markdown_puts_each_result_next_to_its_reference_and_ratio():
+    table = markdown(run(4000, 24.0, 600_000, 2_100_000, 9.0))
+    assert "| 64 connections | 4,000 |" in table and "| 10k | 40% |" in table
+    assert "| 600k |" in table and "| 12% |" in table  # 600k of the model's 5M rows/s
+    assert "**9.0 s**" in table and "**no**" not in table
+
+
+def test_best_setting_is_the_fastest_within_the_budget_without_errors():
+    rows = [
+        {"workers": 1, "batch_size": 1, "max_batch_delay": 0, "rps": 900.0, "p99_ms": 10.0, "errors": 0},
+        {"workers": 2, "batch_size": 8, "max_batch_delay": 0, "rps": 2000.0, "p99_ms": 20.0, "errors": 0},
+        {"workers": 2, "batch_size": 32, "max_batch_delay": 5, "rps": 3000.0, "p99_ms": 40.0, "errors": 0},
+        {"workers": 1, "batch_size": 32, "max_batch_delay": 5, "rps": 2500.0, "p99_ms": 15.0, "errors": 7},
+    ]
+    for r in rows:
+        r["ping_rps"] = 10_000.0
+    best = best_setting(rows, 25.0)
+    assert best is rows[1]
+    assert "**best**" in sweep_markdown(rows, best, 25.0)
+    assert best_setting(rows, 5.0) is None
+    assert "No setting met" in sweep_markdown(rows, None, 5.0)
