@@ -31,4 +31,8 @@ def test_template_forwards_only_inference_and_health():
         for line in ["location " + block.split("{", 1)[0] + "{"]
         if "proxy_pass" in block.split("}", 1)[0] or "limit_except" in block.split("}", 1)[0]
     ]
-    assert forwarded == [["/predictions/"], ["=", "/ping"]]
+    assert forwarded == [
+        ["/predictions/"],
+        ["~", "^/v2/models/[A-Za-z0-9_.-]+(/versions/[A-Za-z0-9_.-]+)?/infer$"],
+        ["=", "/ping"],
+    ]

@@ -63,6 +63,23 @@ def test_bad_input_keeps_its_4xx_through_the_proxy(proxy, live, built_card):
     assert proxied.json() == direct.json()
 
 
+def test_v2_inference_is_forwarded(proxy, live, built_card, test_split):
+    rows = test_split["x"][:3].tolist()
+    body = {"inputs": [{"name": "x", "shape": [3, built_card.n_features], "datatype": "FP32", "data": sum(rows, [])}]}
+    path = f"/v2/models/{built_card.model_name}/infer"
+    direct = requests.post(f"{live.inference.url}{path}", json=body, timeout=30)
+    proxied = requests.post(f"{proxy}{path}", json=body, timeout=30)
+    assert proxied.status_code == direct.status_code == 200 and proxied.json() == direct.json()
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_form_bodies_are_refused_before_torchserve(proxy, built_card, content_type):
+    """A malformed form body would get a 500 from TorchServe's frontend (tests/reliability)."""
+    resp = requests.post(f"{proxy}/predictions/{built_card.model_name}", data=b"a=%zz",
+                         headers={"Content-Type": content_type}, timeout=10)
+    assert resp.status_code == 415 and resp.json()["type"] == "unsupported_media_type"
+
+
 def test_health_is_forwarded(proxy):
     assert requests.get(f"{proxy}/ping", timeout=5).json() == {"status": "Healthy"}
 
@@ -96,4 +113,4 @@ def test_oversized_body_gets_413_from_the_proxy(proxy, built_card):
     body = b'{"instances": [' + b"[0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0]," * 120_000 + b"[0]]}"
     assert len(body) > 4 * 1024 * 1024
     resp = requests.post(f"{proxy}/predictions/{built_card.model_name}", data=body, timeout=30)
-    assert resp.status_code == 413 and resp.json()["type"] == "PayloadTooLarge"
+    assert resp.status_code == 413 and resp.json()["type"] == "payload_too_large"
