@@ -35,7 +35,16 @@ import requests
 import torch
 import yaml
 
-from benchmarks.report import LoadResult, best_setting, markdown, parse_wrk, sweep_markdown, targets
+from benchmarks.report import (
+    LoadResult,
+    best_setting,
+    markdown,
+    parse_wrk,
+    sweep_markdown,
+    targets,
+    ts_counters,
+    ts_split,
+)
 from handlers.contract import Responder, Schema, encode, parse_request
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import server
@@ -227,7 +236,8 @@ class CpuMeter:
     """CPU seconds the frontend and the workers spend per request during one load run:
     unlike throughput, this barely moves when other work shares the machine."""
 
-    def __init__(self, proc: subprocess.Popen) -> None:
+    def __init__(self, proc: subprocess.Popen, metrics_url: str | None = None) -> None:
+        self.metrics_url = metrics_url
         self.procs = {
             m["pid"]: ("frontend" if "frontend" in m["role"] else "workers")
             for m in memory(proc)
@@ -242,14 +252,26 @@ class CpuMeter:
                 out[role] += t.user + t.system
         return out
 
+    def _ts(self) -> dict[str, float] | None:
+        if self.metrics_url is None:
+            return None
+        try:
+            return ts_counters(requests.get(self.metrics_url, timeout=5).text)
+        except requests.RequestException:
+            return None
+
     def measure(self, load: Callable[[], LoadResult]) -> dict:
-        before = self._cpu()
+        """The load's result plus CPU per request and TorchServe's own time split."""
+        ts_before, before = self._ts(), self._cpu()
         result = load()
-        after = self._cpu()
+        after, ts_after = self._cpu(), self._ts()
         n = max(result.requests, 1)
-        return result.to_dict() | {
-            f"cpu_us_per_req_{role}": round((after[role] - before[role]) / n * 1e6, 1) for role in before
-        }
+        split = ts_split(ts_before, ts_after) if ts_before and ts_after else {}
+        return (
+            result.to_dict()
+            | {f"cpu_us_per_req_{role}": round((after[role] - before[role]) / n * 1e6, 1) for role in before}
+            | split
+        )
 
 
 def check_answers(run: Running, payloads: Payloads) -> None:
@@ -356,7 +378,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         check_answers(run, payloads)
         warm_up(run, payloads, args.warmup)
         single, ping, bulk = [], [], []
-        meter = CpuMeter(run.proc)
+        meter = CpuMeter(run.proc, f"{run.settings.metrics.url}/metrics")
         d = args.duration
         for c in args.connections:
             say(f"bench: {d:g}s at {c} connections: /ping, then single-row predictions")

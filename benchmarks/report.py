@@ -68,6 +68,30 @@ def parse_wrk(output: str, name: str, connections: int, rows_per_request: int = 
     )
 
 
+TS_COUNTERS = ("ts_inference_requests_total", "ts_inference_latency_microseconds", "ts_queue_latency_microseconds")
+
+
+def ts_counters(text: str) -> dict[str, float]:
+    """Sum TorchServe's per-model request and latency counters from its Prometheus page."""
+    sums = dict.fromkeys(TS_COUNTERS, 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in sums:
+            sums[name] += float(line.rsplit(" ", 1)[1])
+    return sums
+
+
+def ts_split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean ms per request TorchServe itself saw between two scrapes: in its job queue, and
+    from the frontend's receipt to its answer (the worker's share is the difference)."""
+    n = after["ts_inference_requests_total"] - before["ts_inference_requests_total"]
+    if n <= 0:
+        return {}
+    queue = (after["ts_queue_latency_microseconds"] - before["ts_queue_latency_microseconds"]) / n / 1000
+    total = (after["ts_inference_latency_microseconds"] - before["ts_inference_latency_microseconds"]) / n / 1000
+    return {"ts_queue_ms": round(queue, 3), "ts_inference_ms": round(total, 3)}
+
+
 def ratio(value: float, reference: float) -> float | None:
     return value / reference if reference > 0 else None
 
@@ -146,6 +170,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['p99_ms']:.1f} | {r['errors']} | {fmt_num(ref)} | {fmt_ratio(ratio(r['rps'], ref))} "
             f"| {cpu(r, 'frontend')} | {cpu(r, 'workers')} |"
         )
+    split = [r for r in results["single"] if "ts_inference_ms" in r]
+    if split:
+        lines += [
+            "",
+            "| single-row, where the time goes (means) | client p50 ms | TorchServe: receipt to answer ms "
+            "| of which in its job queue ms | of which batch in the worker and back ms |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for r in split:
+            lines.append(
+                f"| {r['connections']} connections | {r['p50_ms']:.1f} | {r['ts_inference_ms']:.1f} "
+                f"| {r['ts_queue_ms']:.1f} | {r['ts_inference_ms'] - r['ts_queue_ms']:.1f} |"
+            )
     lines += [
         "",
         "| `/ping` (frontend ceiling) | req/s | p50 ms | p95 ms | p99 ms | errors | frontend CPU µs/req |",
@@ -160,8 +197,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "| bulk 1000-row requests | rows/s | req/s | p99 ms | errors | model in-process rows/s (1000-row calls) "
-        "| ratio | handler in-process rows/s (1 core) | ratio | frontend CPU µs/req | workers CPU µs/req |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ratio | handler in-process rows/s per core | frontend CPU µs/req | workers CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for b in results["bulk"]:
         handler = model.get(f"handler_rows_per_s_bulk_{b['format']}", 0.0)
@@ -169,7 +206,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {b['format']} ({b['connections']} connections) | {fmt_num(b['rows_per_s'])} | {fmt_num(b['rps'])} "
             f"| {b['p99_ms']:.1f} | {b['errors']} | {fmt_num(model['rows_per_s_1000'])} "
             f"| {fmt_ratio(ratio(b['rows_per_s'], model['rows_per_s_1000']))} "
-            f"| {fmt_num(handler)} | {fmt_ratio(ratio(b['rows_per_s'], handler))} "
+            f"| {fmt_num(handler)} "
             f"| {cpu(b, 'frontend')} | {cpu(b, 'workers')} |"
         )
     best_single = max((r["rps"] for r in results["single"]), default=0.0)
@@ -180,9 +217,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"| 1-row calls | {fmt_num(model['rows_per_s_1'])} | {fmt_num(best_single)} "
         f"| {fmt_ratio(ratio(best_single, model['rows_per_s_1']))} |",
         f"| 1000-row calls | {fmt_num(model['rows_per_s_1000'])} | | |",
-        f"| handler in-process, single-row JSON (parse, forward, encode; no TorchServe) "
-        f"| {fmt_num(model.get('handler_rows_per_s_single_json', 0.0))} | {fmt_num(best_single)} "
-        f"| {fmt_ratio(ratio(best_single, model.get('handler_rows_per_s_single_json', 0.0)))} |",
+        f"| handler in-process per core, single-row JSON (parse, forward, encode; no TorchServe) "
+        f"| {fmt_num(model.get('handler_rows_per_s_single_json', 0.0))} | | |",
         "",
         f"Cold start (process start to first successful prediction): **{results['cold_start_s']:.1f} s**; "
         f"all workers READY after {results['ready_s']:.1f} s.",

@@ -6,7 +6,17 @@ import json
 
 import pytest
 
-from benchmarks.report import best_setting, fmt_ratio, markdown, parse_wrk, ratio, sweep_markdown, targets
+from benchmarks.report import (
+    best_setting,
+    fmt_ratio,
+    markdown,
+    parse_wrk,
+    ratio,
+    sweep_markdown,
+    targets,
+    ts_counters,
+    ts_split,
+)
 
 WRK_OUT = """Running 10s test @ http://127.0.0.1:9/predictions/m
   2 threads and 64 connections
@@ -80,3 +90,18 @@ def test_best_setting_is_the_fastest_within_the_budget_without_errors():
     assert "**best**" in sweep_markdown(rows, best, 25.0)
     assert best_setting(rows, 5.0) is None
     assert "No setting met" in sweep_markdown(rows, None, 5.0)
+
+
+def test_torchserve_counters_give_the_mean_queue_and_total_time_per_request():
+    page = """# HELP ts_inference_requests_total Total number of inference requests.
+ts_inference_requests_total{model_name="m",model_version="default",hostname="h",} 100.0
+ts_inference_latency_microseconds{model_name="m",model_version="default",hostname="h",} 1000000.0
+ts_queue_latency_microseconds{model_name="m",model_version="default",hostname="h",} 250000.0
+Requests2XX{Level="Host",Hostname="h",} 100.0
+"""
+    before = ts_counters(page)
+    after = ts_counters(page.replace(" 100.0\nts_inf", " 300.0\nts_inf").replace("1000000.0", "5000000.0")
+                        .replace("250000.0", "1250000.0"))
+    assert before["ts_inference_requests_total"] == 100.0
+    assert ts_split(before, after) == {"ts_queue_ms": 5.0, "ts_inference_ms": 20.0}
+    assert ts_split(before, before) == {}
