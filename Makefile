@@ -18,6 +18,9 @@ SERVE_ARGS ?=
 
 TRAIN_ARGS := --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET))
 MAR := model_store/$(NAME).mar
+# stamps of the tool sets that only the deployment tests and the benchmarks need
+DEPLOY_TOOLS := $(VENV)/.deploy-tools
+BENCH_TOOLS := $(VENV)/.bench-tools
 
 .PHONY: help setup java train archive serve serve-bg stop status token test test-unit lint clean FORCE
 .PHONY: deploy-tools lint-docker compose-up compose-down kserve-layout
@@ -84,7 +87,6 @@ clean: stop ## remove everything the targets build (not the venv)
 	rm -rf artifacts build model_store .run .pytest_cache
 
 # ---- deployment (docker/, deploy/; README "Running in production") ----
-DEPLOY_TOOLS := $(VENV)/.deploy-tools
 COMPOSE := docker compose -f docker/docker-compose.yml
 # compose needs a Docker engine; without one, say so instead of hanging or failing obscurely
 NEED_DOCKER := timeout 10 docker info >/dev/null 2>&1 || { echo "no Docker engine reachable ('docker info' failed): run this on a host with Docker and the compose plugin" >&2; exit 1; }
@@ -120,7 +122,6 @@ monitor: prometheus setup ## run Prometheus on MONITOR_ADDRESS against the serve
 	$(PY) -m servectl.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
 
 # ---- performance (benchmarks/; README "Performance") ----
-BENCH_TOOLS := $(VENV)/.bench-tools
 SWEEP ?=
 BENCH_ARGS ?=
 # a sentence about the machine's conditions, printed with the results (e.g. NOTE='other tests ran')
