@@ -31,6 +31,7 @@ from handlers.model_card import METADATA_FILE, ModelCard
 from handlers.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
+INTERNAL_ERROR = RequestError(500, "internal_error", "the server failed to read this request; see its model log")
 
 
 class TabularHandler(BaseHandler):
@@ -75,6 +76,9 @@ class TabularHandler(BaseHandler):
                 parsed.append(parse_request(body, content_type, self.schema))
             except RequestError as exc:
                 parsed.append(exc)
+            except Exception:  # a bug, not the client's fault: this request alone fails
+                logger.exception("unexpected error reading request %d of the batch", idx)
+                parsed.append(INTERNAL_ERROR)
         parsed_at = time.perf_counter()
         responses = self.answer(parsed, context)
         self.telemetry.batch(parsed, started, parsed_at)

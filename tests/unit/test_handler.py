@@ -158,6 +158,23 @@ def test_all_bad_batch_still_answers_each_request(worker):
     assert [(a.status, a.json()["type"]) for a in answers] == [(400, "invalid_json"), (400, "empty_input")]
 
 
+def test_an_unexpected_error_fails_only_its_own_request(worker, rows, monkeypatch):
+    """A handler bug on one body (simulated) must not cost the rest of the batch its answers."""
+    handler_module = sys.modules["tabular_handler"]
+    real = handler_module.parse_request
+
+    def fragile(body, content_type, schema):
+        if body == b"boom":
+            raise ZeroDivisionError("simulated bug")
+        return real(body, content_type, schema)
+
+    monkeypatch.setattr(handler_module, "parse_request", fragile)
+    good = {"instances": rows[:1].tolist()}
+    answers = predict(worker, good, b"boom", good)
+    assert [a.status for a in answers] == [200, 500, 200]
+    assert answers[1].json()["type"] == "internal_error"
+
+
 def test_describe_returns_the_model_card(worker, card):
     batch = [request(b"")]
     batch[0]["headers"].append({"name": b"describe", "value": b"True"})
