@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ from benchmarks.report import (
 from handlers.contract import Responder, Schema, encode, parse_request
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import server
-from servectl.settings import REPO, ServeSettings
+from servectl.settings import REPO, ServeSettings, free_loopback_ports
 
 HERE = Path(__file__).resolve().parent
 WRK_LUA = HERE / "wrk.lua"
@@ -136,19 +135,6 @@ def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> 
 # ---------------------------------------------------------------- server
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @dataclass
 class Running:
     settings: ServeSettings
@@ -177,7 +163,7 @@ def serving(
     """A TorchServe on free ports in a temp run folder; timed from launch to first answer.
     ``properties`` override config.properties values (the sweep and experiments only)."""
     run_dir = Path(tempfile.mkdtemp(prefix="bench-run-"))
-    settings = ServeSettings.load(card.model_name, run_dir=run_dir).with_ports(*free_ports(3))
+    settings = ServeSettings.load(card.model_name, run_dir=run_dir).with_ports(*free_loopback_ports(3))
     if properties:
         settings = settings.with_properties(**properties)
     if model_store is not None:
