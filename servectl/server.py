@@ -288,20 +288,39 @@ def stop(settings: ServeSettings, timeout: float = 30.0) -> bool:
 
 
 def stop_group(pgid: int, timeout: float = 30.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after ``timeout``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM the process group and wait for its leader (TorchServe); then SIGKILL the rest.
+
+    While it shuts down, TorchServe may respawn a worker for a connection it just closed;
+    that orphan would idle in accept() for 30 s. Once the leader is gone nothing left in
+    the group is wanted, so it is killed at once instead of being waited for.
+    """
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pgid):
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
         try:
-            os.killpg(pgid, sig)
+            os.killpg(pgid, 0)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            _reap(pgid)
-            time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie child of ours is reaped and counts as gone)."""
+    _reap(pid)
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _reap(pid: int) -> None:
