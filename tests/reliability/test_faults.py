@@ -18,6 +18,7 @@ import yaml
 
 from benchmarks.loadmix import Result, run
 from servectl import server
+from tests.integration.conftest import frontend_metric
 from tests.reliability.conftest import own_server, repacked_mar, workers
 
 RESPONSE_TIMEOUT = 30  # serve_config/model-config.yaml responseTimeout
@@ -56,7 +57,11 @@ def test_a_killed_worker_is_replaced_under_load_and_no_request_hangs(victim, mix
     thread = threading.Thread(target=load)
     thread.start()
     try:
-        time.sleep(3)  # load is flowing (a bounded pause: nothing to poll for here)
+        answered = frontend_metric(victim, "ts_inference_requests_total")
+        flowing = time.monotonic() + 30
+        while frontend_metric(victim, "ts_inference_requests_total") < answered + 100:  # load is flowing
+            assert time.monotonic() < flowing, "the load did not get going within 30 s"
+            time.sleep(0.05)
         dead_pid = before[0][0]
         t0 = time.monotonic()
         os.kill(dead_pid, signal.SIGKILL)
