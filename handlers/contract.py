@@ -398,12 +398,10 @@ def to_tensor(
         # nulls and objects do not), and any doubt falls through to the walk below
         try:
             arr = np.array(rows)
-            if arr.dtype.kind in "fiu" and arr.ndim == 2 and arr.shape[1] == schema.n_features:
-                x = np.asarray(arr, dtype=np.float64)
-                if bool((np.abs(x) <= FLOAT32_MAX).all()):
-                    return torch.from_numpy(x.astype(np.float32))
         except (TypeError, ValueError, OverflowError):
-            pass
+            arr = None
+        if arr is not None and arr.dtype.kind in "fiu" and arr.ndim == 2 and arr.shape[1] == schema.n_features:
+            return _checked(arr, where)
     n = schema.n_features
     for i, row in enumerate(rows):
         if not isinstance(row, (list, tuple)):
