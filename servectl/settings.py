@@ -36,6 +36,11 @@ def read_properties(path: Path) -> dict[str, str]:
     return props
 
 
+def write_properties(path: Path, props: dict[str, str]) -> None:
+    """Write ``props`` as a Java properties file TorchServe reads."""
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+
 def free_loopback_ports(n: int) -> list[int]:
     """n distinct ports free on 127.0.0.1 right now (held open together so they differ)."""
     sockets = [socket.socket() for _ in range(n)]
@@ -171,5 +176,5 @@ class ServeSettings:
             props[key] = getattr(self, name).url
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "config.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        write_properties(path, props)
         return path

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from handlers.model_card import METADATA_FILE, ModelCard
-from servectl.settings import CONFIG_PROPERTIES, REPO, SERVE_CONFIG, read_properties
+from servectl.settings import CONFIG_PROPERTIES, REPO, SERVE_CONFIG, read_properties, write_properties
 
 MOUNT = "/mnt/models"  # where KServe's storage initializer puts storageUri's content
 KSERVE_KEYS = {
@@ -69,7 +69,7 @@ def lay_out(out: Path, artifacts: Path = REPO / "artifacts", store: Path = REPO 
     (out / "model-store").mkdir()
     shutil.copy2(mar, out / "model-store" / mar.name)
     props = kserve_properties(card, mar.name)
-    (out / "config" / "config.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    write_properties(out / "config" / "config.properties", props)
     return out
 
 
