@@ -23,16 +23,21 @@ JOBS = {"torchserve": "metrics", "model_exporter": "model_metrics"}  # job -> Se
 
 
 def render_config(settings: ServeSettings, out_dir: Path, interval: str | None = None) -> Path:
-    """serve_config/prometheus.yml with this instance's targets and absolute rule paths."""
+    """serve_config/prometheus.yml for this instance: the same jobs, intervals and rules, with
+    absolute rule paths and file_sd target files holding this instance's metrics ports."""
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     config["rule_files"] = [str((PROMETHEUS_CONFIG.parent / rule).resolve()) for rule in config["rule_files"]]
     if interval:
         config["global"].update(scrape_interval=interval, evaluation_interval=interval)
+    targets_dir = out_dir / "targets"
+    targets_dir.mkdir(parents=True, exist_ok=True)
     for job in config["scrape_configs"]:
         endpoint = getattr(settings, JOBS[job["job_name"]])
         host = "127.0.0.1" if endpoint.host in ("0.0.0.0", "::") else endpoint.host
-        job["static_configs"] = [{"targets": [f"{host}:{endpoint.port}"]}]
-    out_dir.mkdir(parents=True, exist_ok=True)
+        for sd in job["file_sd_configs"]:
+            sd["files"] = [str(targets_dir / Path(f).name) for f in sd["files"]]
+            for file in sd["files"]:
+                Path(file).write_text(yaml.safe_dump([{"targets": [f"{host}:{endpoint.port}"]}]))
     path = out_dir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

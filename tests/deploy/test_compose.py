@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servectl import monitor
 from servectl.settings import ServeSettings
 from tests.deploy.conftest import DOCKER, OVERLAY, REPO, dockerfile_instructions, exec_form
 
@@ -94,30 +95,44 @@ def prometheus_config(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def test_compose_prometheus_scrapes_both_endpoints_with_the_projects_jobs_and_rules(services):
-    ours = prometheus_config(DOCKER / "prometheus" / "prometheus.yml")
-    targets = sorted(t for job in ours["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"])
-    assert targets == ["torchserve:8082", "torchserve:8083"]
-    local_path = SERVE_CONFIG / "prometheus.yml"
-    assert local_path.is_file(), "serve_config/prometheus.yml (observability) is missing"
-    local = prometheus_config(local_path)
-    # the same job names: the alert rules select on them
-    assert sorted(j["job_name"] for j in ours["scrape_configs"]) == sorted(j["job_name"] for j in local["scrape_configs"])
-    # the same rule files, as mounted (serve_config/ is at /etc/prometheus/serve_config)
-    mount = dict((c, h) for h, c in mounts(services["prometheus"]))["/etc/prometheus/serve_config"]
-    ours_rules = sorted(
-        Path(p) for rule in ours["rule_files"]
-        for p in glob.glob(str(mount / Path(rule).relative_to("/etc/prometheus/serve_config")))
-    )
-    local_rules = sorted(Path(p) for rule in local.get("rule_files", []) for p in glob.glob(str(local_path.parent / rule)))
-    assert ours_rules and ours_rules == [p.resolve() for p in local_rules]
+def test_compose_prometheus_runs_the_projects_one_config_with_compose_targets(services):
+    """Prometheus reads serve_config/prometheus.yml itself (jobs, intervals, rules: no second
+    copy); only the file_sd target files are compose's, mounted over serve_config/targets."""
+    prometheus = services["prometheus"]
+    by_container = {c: h for h, c in mounts(prometheus)}
+    config_flag = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    container_config = Path(config_flag.split("=", 1)[1])
+    assert by_container[str(container_config.parent)] == SERVE_CONFIG.resolve()
+    config = prometheus_config(SERVE_CONFIG / container_config.name)
+    targets_mount = by_container[str(container_config.parent / "targets")]
+    assert targets_mount == (DOCKER / "prometheus" / "targets").resolve()
+    container_ports = ServeSettings.load("m", overlay=OVERLAY)
+    for job in config["scrape_configs"]:
+        (sd,) = job["file_sd_configs"]
+        for file in sd["files"]:
+            assert file.startswith("targets/"), f"{job['job_name']}: target files live in targets/"
+            groups = yaml.safe_load((targets_mount / Path(file).name).read_text())
+            port = getattr(container_ports, monitor.JOBS[job["job_name"]]).port
+            assert [t for g in groups for t in g["targets"]] == [f"torchserve:{port}"]
+    rules = [p for rule in config["rule_files"] for p in glob.glob(str(SERVE_CONFIG / rule))]
+    assert rules, "the rule files are found relative to the config, inside the mounted serve_config"
 
 
-def test_grafana_datasource_is_the_one_the_dashboards_use(services):
-    datasource = yaml.safe_load((DOCKER / "grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"][0]
-    assert datasource["url"] == "http://prometheus:9090" and datasource["type"] == "prometheus"
-    provider = yaml.safe_load((DOCKER / "grafana/provisioning/dashboards/dashboards.yml").read_text())["providers"][0]
-    dashboards = dict((c, h) for h, c in mounts(services["grafana"]))[provider["options"]["path"]]
+def test_grafana_provisioning_is_serve_configs_with_compose_addresses(services):
+    grafana = services["grafana"]
+    by_container = {c: h for h, c in mounts(grafana)}
+    assert by_container["/etc/grafana/provisioning"] == (SERVE_CONFIG / "grafana" / "provisioning").resolve()
+    env = grafana["environment"]
+    datasource = yaml.safe_load((SERVE_CONFIG / "grafana/provisioning/datasources/prometheus.yml").read_text())[
+        "datasources"
+    ][0]
+    assert datasource["url"] == "${PROMETHEUS_URL}" and env["PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert datasource["type"] == "prometheus"
+    provider = yaml.safe_load((SERVE_CONFIG / "grafana/provisioning/dashboards/dashboards.yml").read_text())[
+        "providers"
+    ][0]
+    assert provider["options"]["path"] == "${TABULAR_DASHBOARDS}"
+    dashboards = by_container[env["TABULAR_DASHBOARDS"]]
     files = sorted(dashboards.glob("*.json"))
     assert files, f"no dashboard JSON in {dashboards}"
     uids = {uid for file in files for uid in datasource_uids(json.loads(file.read_text()))}

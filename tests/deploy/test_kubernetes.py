@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from deploy.kserve.layout import lay_out
-from servectl.settings import read_properties
-from tests.deploy.conftest import KUBERNETES, REPO, dockerfile_instructions, exec_form, load_yaml_docs
+from servectl import monitor
+from servectl.settings import ServeSettings, read_properties
+from tests.deploy.conftest import KUBERNETES, OVERLAY, REPO, dockerfile_instructions, exec_form, load_yaml_docs
 
 K8S_VERSION = "1.33.0"  # validate against a released, widely deployed version
 CORE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
@@ -107,12 +108,8 @@ def test_service_monitor_scrapes_both_metric_endpoints(resources):
 def test_service_monitor_jobs_are_the_ones_the_rules_select_on(resources):
     """serve_config/prometheus.yml names a job per metrics port; the alert rules use those names."""
     local = yaml.safe_load((REPO / "serve_config/prometheus.yml").read_text())
-    job_by_port = {
-        int(target.rsplit(":", 1)[1]): job["job_name"]
-        for job in local["scrape_configs"]
-        for sc in job["static_configs"]
-        for target in sc["targets"]
-    }
+    container = ServeSettings.load("m", overlay=OVERLAY)
+    job_by_port = {getattr(container, monitor.JOBS[job["job_name"]]).port: job["job_name"] for job in local["scrape_configs"]}
     port_numbers = {p["name"]: p["port"] for p in resources["Service"]["spec"]["ports"]}
     for endpoint in resources["ServiceMonitor"]["spec"]["endpoints"]:
         (relabel,) = [r for r in endpoint["relabelings"] if r.get("targetLabel") == "job"]

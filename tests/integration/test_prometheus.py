@@ -262,7 +262,12 @@ def test_every_promql_expression_runs_and_the_dashboard_has_data(prom, traffic, 
 
 def test_the_monitor_config_scrapes_this_instance(live, tmp_path):
     config = yaml.safe_load(Path(monitor.render_config(live, tmp_path)).read_text())
-    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    targets = {
+        job["job_name"]: [t for f in job["file_sd_configs"][0]["files"] for g in yaml.safe_load(Path(f).read_text()) for t in g["targets"]]
+        for job in config["scrape_configs"]
+    }
+    source = yaml.safe_load((REPO / "serve_config/prometheus.yml").read_text())
+    assert config["global"] == source["global"], "the same intervals as the one config"
     assert targets == {
         "torchserve": [f"127.0.0.1:{live.metrics.port}"],
         "model_exporter": [f"127.0.0.1:{live.model_metrics.port}"],
