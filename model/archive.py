@@ -1,8 +1,9 @@
 """Package the scripted model, the handler package and the metadata into a .mar.
 
-    python -m model.archive --name tabular_classifier --version 1.0
+    python -m model.archive [--artifacts artifacts] [--store model_store]
 
-The ``handlers`` folder goes into the archive as a package, so the handler imports its
+Name and version come from the model card that ``model.export`` wrote (``make archive
+VERSION=1.1`` sets them there). The ``handlers`` folder goes into the archive as a package, so the handler imports its
 helpers the same way in the repo and inside TorchServe.
 """
 
