@@ -166,12 +166,11 @@ class Client:
         )
 
     def explain_csv(self, path: str | Path, target: str | int | None = None) -> Explanations:
-        """Attributions for the rows of a CSV file (the target goes in the query string)."""
-        params = {"target": str(target)} if target is not None else None
+        """Attributions for the rows of a CSV file (the target goes in the X-Explain-Target header)."""
         headers = {"Content-Type": "text/csv"}
-        return self._explanations(
-            self._call("POST", self.explain_url, data=Path(path).read_bytes(), headers=headers, params=params)
-        )
+        if target is not None:
+            headers["X-Explain-Target"] = str(target)
+        return self._explanations(self._call("POST", self.explain_url, data=Path(path).read_bytes(), headers=headers))
 
     @staticmethod
     def _explanations(answer: dict[str, Any]) -> Explanations:

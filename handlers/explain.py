@@ -35,6 +35,8 @@ from handlers.contract import FLOAT32_MAX, JSON, Parsed, RequestError, media_typ
 from handlers.model_card import ModelCard
 
 HEADER = "explain"
+# options for any body format (TorchServe 0.12 forwards no query string to the handler)
+OPTION_HEADERS = {"target": "x-explain-target", "baseline": "x-explain-baseline"}
 METHOD = "integrated_gradients"
 # path points (rows x steps) per forward/backward pass: ~25 MB of activations for this MLP
 CHUNK_POINTS = 1 << 16
@@ -110,13 +112,13 @@ class Explainer:
     # ------------------------------------------------------------ requests
 
     def request(
-        self, parsed: Parsed, request: Mapping[str, Any], body: Any, content_type: str | None
+        self, parsed: Parsed, headers: Mapping[str, Any], body: Any, content_type: str | None
     ) -> ExplanationRequest:
         """The explanation options of one parsed request, or a 4xx naming what is wrong.
 
-        Options come from the query string (any format: ``?target=beta&baseline=zeros``) or,
-        in a JSON body, from the fields ``target`` and ``baseline`` (v2 bodies may put them in
-        ``parameters``). Giving one option in both places is refused rather than guessed.
+        Options come from the headers ``X-Explain-Target`` and ``X-Explain-Baseline`` (any
+        format) or, in a JSON body, from the fields ``target`` and ``baseline`` (v2 bodies may
+        put them in ``parameters``). One option given in both places is refused, not guessed.
         """
         n = parsed.rows.shape[0]
         if n > self.settings.max_rows:
@@ -127,8 +129,9 @@ class Explainer:
                 "(each row costs tens of forward passes); split the request",
             )
         doc = json_options(body) if _is_json(content_type) else {}
-        target = self.targets(option(request, doc, "target"), n)
-        baseline, source = self.baseline(option(request, doc, "baseline"))
+        lowered = {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)}
+        target = self.targets(option(lowered, doc, "target"), n)
+        baseline, source = self.baseline(option(lowered, doc, "baseline"))
         return ExplanationRequest(parsed, target, baseline, source)
 
     def targets(self, value: Any, n: int) -> torch.Tensor:
@@ -310,20 +313,20 @@ def integrated_gradients(
     return torch.cat(out).detach()
 
 
-def option(request: Mapping[str, Any], doc: Mapping[str, Any], name: str) -> Any:
-    """An option from the query string or the JSON body, refusing one given in both."""
-    query = request.get(name)
-    if isinstance(query, (bytes, bytearray)):
-        query = bytes(query).decode("utf-8", "replace")
+def option(headers: Mapping[str, str], doc: Mapping[str, Any], name: str) -> Any:
+    """An option from its header (names lower-cased) or the JSON body, refusing one in both."""
+    header = headers.get(OPTION_HEADERS[name])
     in_body = doc.get(name)
     parameters = doc.get("parameters")
     if in_body is None and isinstance(parameters, Mapping):
         in_body = parameters.get(name)
-    if query is not None and in_body is not None:
+    if header is not None and in_body is not None:
         raise RequestError(
-            400, f"invalid_{name}", f"{name}: given both in the query string and in the body; give it once"
+            400,
+            f"invalid_{name}",
+            f"{name}: given both in the {OPTION_HEADERS[name]} header and in the body; give it once",
         )
-    return query if query is not None else in_body
+    return header.strip() if header is not None else in_body
 
 
 def json_options(body: Any) -> Mapping[str, Any]:

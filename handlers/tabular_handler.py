@@ -82,7 +82,7 @@ class TabularHandler(BaseHandler):
                 body, content_type = request_body(request, context, idx)
                 p = parse_request(body, content_type, self.schema)
                 if idx in explaining:
-                    p = self.explainer.request(p, request, body, content_type)
+                    p = self.explainer.request(p, context.get_all_request_header(idx), body, content_type)
                 parsed.append(p)
             except RequestError as exc:
                 parsed.append(exc)
