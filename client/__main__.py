@@ -44,7 +44,8 @@ def explanation_table(result: Explanations, top: int | None = None) -> str:
         lines += [f"  {name:<{width}}  {value:>+12.6f}  {row.baseline[name]:>12.4g}" for name, value in ranked]
         total = sum(row.attributions.values())
         lines.append(
-            f"  sum {total:+.6f} = {row.output_at_row - row.output_at_baseline:+.6f} "
+            f"  sum of all {len(row.attributions)}: {total:+.6f}; p(row) - p(baseline): "
+            f"{row.output_at_row - row.output_at_baseline:+.6f} "
             f"(error {row.approximation_error:.1e}, {row.steps} steps)"
         )
     return "\n".join(lines)

@@ -104,6 +104,7 @@ class Telemetry:
         self._types: dict[str, Any] = {}
         for status in KNOWN_STATUSES:  # series from the start, so rate() sees their first requests
             self._code(status)
+            self.explanation_requests.labels(*child, str(status))
 
     def scored(self, x: torch.Tensor, probabilities: torch.Tensor) -> None:
         """One forward pass: rows, predicted classes and out-of-range values."""
