@@ -15,10 +15,10 @@ to ``max_steps`` (a ReLU network's kinks make the error shrink only as 1/steps: 
 the test split, 64 steps leave at most 6.5e-3, 1024 steps 6.8e-4).
 
 Written with autograd (~20 lines) rather than Captum: Captum 0.9.0 took 340-470 ms to import
-in a worker that already has torch, loads 293 modules including matplotlib (+34 MiB RSS, ~80 MB
-on disk with its dependencies), on every worker start and restart; the code below is also
-vectorised across rows, steps and the requests of a batch, which Captum's per-call targets and
-baselines would not give for a mixed batch.
+in a worker that already has torch and loads 293 modules including matplotlib (+34 MiB RSS,
+~80 MB on disk with its dependencies), on every worker start and restart, against ~2 ms for
+this explainer's set-up and warm-up. On the test split its IntegratedGradients with
+method="riemann_middle" gives the very same attributions as the function below (max |diff| 0.0).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class Explainer:
                 413,
                 "too_many_rows",
                 f"explanations: {n} rows, the limit is {self.settings.max_rows} per request "
-                "(each row costs tens of forward passes); split the request",
+                f"(each row costs {self.settings.steps} or more forward and backward passes); split the request",
             )
         doc = json_options(body) if _is_json(content_type) else {}
         lowered = {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)}
@@ -145,7 +145,7 @@ class Explainer:
         return torch.full((n,), self.class_id(value, "target"), dtype=torch.long)
 
     def class_id(self, value: Any, where: str) -> int:
-        """A class name, else an integer class id (a string of digits counts, for query strings)."""
+        """A class name, else an integer class id (a string of digits counts, for the header)."""
         if isinstance(value, str) and value in self.class_index:
             return self.class_index[value]
         as_int: int | None = None

@@ -19,7 +19,7 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 
 from handlers.contract import Parsed, RequestError, Schema, parse_request
-from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, integrated_gradients
+from handlers.explain import CHUNK_POINTS, Explainer, ExplainSettings, ExplanationRequest, integrated_gradients
 from handlers.model_card import ModelCard
 from handlers.telemetry import Telemetry
 from model import archive
@@ -141,6 +141,18 @@ def test_rows_are_independent_of_their_batch(built_model, built_card, test_split
     for i in (0, 7, 19):
         alone = explainer.attribute(x[i : i + 1], explainer.mean.unsqueeze(0), torch.tensor([-1])).attributions
         assert torch.allclose(alone[0], together[i], atol=BATCH_ATOL)
+
+
+def test_chunks_of_a_large_request_give_what_one_pass_gives(built_model, built_card, test_split):
+    """150 rows x 1024 steps is 153,600 path points: three chunks of at most CHUNK_POINTS."""
+    x = test_split["x"]
+    assert len(x) * 1024 > 2 * CHUNK_POINTS
+    base = torch.tensor(built_card.normalisation["mean"]).expand_as(x)
+    targets = torch.arange(len(x)) % len(built_card.class_names)
+    chunked = integrated_gradients(built_model, x, base, targets, 1024)
+    for i in (0, 63, 64, 127, 128, 149):  # rows at the chunk borders (64 rows per chunk)
+        alone = integrated_gradients(built_model, x[i : i + 1], base[:1], targets[i : i + 1], 1024)
+        assert torch.allclose(alone[0], chunked[i], atol=BATCH_ATOL)
 
 
 # ---------------------------------------------------------------- request options
