@@ -1,5 +1,21 @@
 """Python client for the served tabular classifier (see client/api.py)."""
 
-from client.api import Client, ClientConfig, Prediction, PredictionError, Predictions
+from client.api import (
+    Client,
+    ClientConfig,
+    Explanation,
+    Explanations,
+    Prediction,
+    PredictionError,
+    Predictions,
+)
 
-__all__ = ["Client", "ClientConfig", "Prediction", "PredictionError", "Predictions"]
+__all__ = [
+    "Client",
+    "ClientConfig",
+    "Explanation",
+    "Explanations",
+    "Prediction",
+    "PredictionError",
+    "Predictions",
+]

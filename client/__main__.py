@@ -1,7 +1,8 @@
-"""Command line: ``python -m client {predict,metadata,health}``.
+"""Command line: ``python -m client {predict,explain,metadata,health}``.
 
     python -m client predict --csv rows.csv
     echo '[[...10 numbers...]]' | python -m client predict      # JSON rows on stdin
+    echo '[[...10 numbers...]]' | python -m client explain --target beta --top 5
     python -m client metadata
 """
 
@@ -11,7 +12,7 @@ import argparse
 import json
 import sys
 
-from client.api import Client, ClientConfig, PredictionError, Predictions
+from client.api import Client, ClientConfig, Explanations, PredictionError, Predictions
 
 
 def table(result: Predictions) -> str:
@@ -28,6 +29,28 @@ def table(result: Predictions) -> str:
     return "\n".join(lines)
 
 
+def explanation_table(result: Explanations, top: int | None = None) -> str:
+    """Per row: the prediction, the class explained, then the features by absolute attribution
+    (largest first) with their value at the baseline, and the completeness check."""
+    lines = [f"{result.model_name} {result.model_version} ({result.method})"]
+    for i, row in enumerate(result.rows):
+        lines.append(
+            f"row {i}: predicted {row.label} ({row.probabilities[row.label]:.4f}); explaining {row.target}: "
+            f"p = {row.output_at_row:.4f} at the row, {row.output_at_baseline:.4f} at the baseline"
+        )
+        ranked = row.ranked()[:top] if top else row.ranked()
+        width = max(7, *(len(name) for name, _ in ranked))
+        lines.append(f"  {'feature':<{width}}  {'attribution':>12}  {'baseline':>12}")
+        lines += [f"  {name:<{width}}  {value:>+12.6f}  {row.baseline[name]:>12.4g}" for name, value in ranked]
+        total = sum(row.attributions.values())
+        lines.append(
+            f"  sum of all {len(row.attributions)}: {total:+.6f}; p(row) - p(baseline): "
+            f"{row.output_at_row - row.output_at_baseline:+.6f} "
+            f"(error {row.approximation_error:.1e}, {row.steps} steps)"
+        )
+    return "\n".join(lines)
+
+
 def rows_from_stdin(text: str):
     doc = json.loads(text)
     return doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
@@ -36,13 +59,15 @@ def rows_from_stdin(text: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["predict", "metadata", "health"])
+    parser.add_argument("command", choices=["predict", "explain", "metadata", "health"])
     parser.add_argument("--csv", help="CSV file to score (one row per line, optional header)")
     parser.add_argument("--url", help="inference base URL (default $MODEL_URL or http://127.0.0.1:8080)")
     parser.add_argument("--management-url", help="management base URL (default http://127.0.0.1:8081)")
     parser.add_argument("--model", help="model name (default $MODEL_NAME or tabular_classifier)")
     parser.add_argument("--token", help="inference token, when the server wants one ($MODEL_TOKEN)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--target", help="explain: the class to explain (name or id; default the predicted one)")
+    parser.add_argument("--top", type=int, help="explain: show only the N features with the largest attributions")
     args = parser.parse_args(argv)
     client = Client(ClientConfig.from_env(inference_url=args.url, management_url=args.management_url,
                                           model=args.model, token=args.token))
@@ -53,6 +78,19 @@ def main(argv: list[str] | None = None) -> int:
             health = client.health()
             print(json.dumps(health, indent=2))
             return 0 if health["ready"] else 1
+        elif args.command == "explain":
+            try:
+                if args.csv:
+                    explained = client.explain_csv(args.csv, target=args.target)
+                else:
+                    explained = client.explain(rows_from_stdin(sys.stdin.read()), target=args.target)
+            except (ValueError, KeyError, OSError) as exc:
+                print(f"client: error: cannot read the input: {exc}", file=sys.stderr)
+                return 2
+            if args.json:
+                print(json.dumps([r.__dict__ for r in explained.rows], indent=2))
+            else:
+                print(explanation_table(explained, args.top))
         else:
             try:
                 result = client.predict_csv(args.csv) if args.csv else client.predict(rows_from_stdin(sys.stdin.read()))

@@ -72,6 +72,34 @@ class Predictions:
     rows: list[Prediction] = field(default_factory=list)
 
 
+@dataclass
+class Explanation:
+    """One row's attributions: why the model gives ``target`` the probability it does."""
+
+    label: str
+    class_id: int
+    probabilities: dict[str, float]
+    target: str
+    attributions: dict[str, float]  # by feature name; they sum to output_at_row - output_at_baseline
+    baseline: dict[str, float]
+    output_at_row: float
+    output_at_baseline: float
+    approximation_error: float
+    steps: int
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """(feature, attribution), largest absolute attribution first."""
+        return sorted(self.attributions.items(), key=lambda kv: abs(kv[1]), reverse=True)
+
+
+@dataclass
+class Explanations:
+    model_name: str
+    model_version: str
+    method: str
+    rows: list[Explanation] = field(default_factory=list)
+
+
 class Client:
     def __init__(self, config: ClientConfig | None = None) -> None:
         self.config = config or ClientConfig()
@@ -116,6 +144,42 @@ class Client:
 
     def post(self, content_type: str, body: bytes) -> dict[str, Any]:
         return self._call("POST", self.predict_url, data=body, headers={"Content-Type": content_type})
+
+    @property
+    def explain_url(self) -> str:
+        version = f"/{self.config.version}" if self.config.version else ""
+        return f"{self.config.inference_url}/explanations/{self.config.model}{version}"
+
+    def explain(self, rows: Any, target: str | int | None = None, baseline: Any = None) -> Explanations:
+        """Feature attributions per row (Integrated Gradients on the server).
+
+        ``target``: the class to explain (name or id; default each row's predicted class).
+        ``baseline``: "mean" (the server's default, the training mean), "zeros", or a row.
+        """
+        doc: dict[str, Any] = {"instances": to_instances(rows)}
+        if target is not None:
+            doc["target"] = target
+        if baseline is not None:
+            doc["baseline"] = _row(baseline) if not isinstance(baseline, str) else baseline
+        return self._explanations(
+            self._call("POST", self.explain_url, data=json_body(doc), headers={"Content-Type": JSON})
+        )
+
+    def explain_csv(self, path: str | Path, target: str | int | None = None) -> Explanations:
+        """Attributions for the rows of a CSV file (the target goes in the X-Explain-Target header)."""
+        headers = {"Content-Type": "text/csv"}
+        if target is not None:
+            headers["X-Explain-Target"] = str(target)
+        return self._explanations(self._call("POST", self.explain_url, data=Path(path).read_bytes(), headers=headers))
+
+    @staticmethod
+    def _explanations(answer: dict[str, Any]) -> Explanations:
+        return Explanations(
+            answer["model_name"],
+            answer["model_version"],
+            answer.get("method", ""),
+            [Explanation(**{k: e[k] for k in Explanation.__dataclass_fields__}) for e in answer["explanations"]],
+        )
 
     def metadata(self) -> dict[str, Any]:
         """The model card (feature names, training ranges, classes, version, metrics)."""

@@ -27,6 +27,7 @@ from handlers.contract import (
     parse_request,
     unsupported,
 )
+from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation
 from handlers.model_card import METADATA_FILE, ModelCard
 from handlers.telemetry import Telemetry
 
@@ -54,6 +55,11 @@ class TabularHandler(BaseHandler):
         self.telemetry = Telemetry(context.model_name, self.responder.model_version, card)
         with torch.inference_mode():  # the first call of a scripted module is slow
             self.model(torch.zeros(1, card.n_features))
+        self.explainer = Explainer(
+            self.model, card, ExplainSettings.from_config(settings.get("explain")),
+            context.model_name, self.responder.model_version,
+        )  # fmt: skip
+        self.explainer.warm_up()
         logging.getLogger().addFilter(quiet_per_batch_log)
         gc.freeze()  # model, modules, card live as long as the worker: no collection rescans them
         logger.info(
@@ -69,11 +75,15 @@ class TabularHandler(BaseHandler):
         if self._is_describe():
             return [self.describe_handle()]
         started = time.perf_counter()
-        parsed: list[Parsed | RequestError] = []
+        parsed: list[Parsed | ExplanationRequest | RequestError] = []
+        explaining = {idx for idx in range(len(data)) if is_explanation(context, idx)}
         for idx, request in enumerate(data):
             try:
                 body, content_type = request_body(request, context, idx)
-                parsed.append(parse_request(body, content_type, self.schema))
+                p = parse_request(body, content_type, self.schema)
+                if idx in explaining:
+                    p = self.explainer.request(p, context.get_all_request_header(idx), body, content_type)
+                parsed.append(p)
             except RequestError as exc:
                 parsed.append(exc)
             except Exception:  # a bug, not the client's fault: this request alone fails
@@ -81,10 +91,10 @@ class TabularHandler(BaseHandler):
                 parsed.append(INTERNAL_ERROR)
         parsed_at = time.perf_counter()
         responses = self.answer(parsed, context)
-        self.telemetry.batch(parsed, started, parsed_at)
+        self.telemetry.batch(parsed, started, parsed_at, explanations=explaining)
         return responses
 
-    def answer(self, parsed: list[Parsed | RequestError], context: Any) -> list[bytes]:
+    def answer(self, parsed: list[Parsed | ExplanationRequest | RequestError], context: Any) -> list[bytes]:
         valid = [p for p in parsed if isinstance(p, Parsed)]
         outputs: list[torch.Tensor] = []
         if valid:
@@ -95,12 +105,15 @@ class TabularHandler(BaseHandler):
             outputs = list(probabilities.split([p.rows.shape[0] for p in valid]))
         responses = []
         it = iter(outputs)
+        explained = iter(self.explainer.explain([p for p in parsed if isinstance(p, ExplanationRequest)]))
         for idx, p in enumerate(parsed):
             context.set_response_content_type(idx, JSON)
             context.set_response_header(idx, "X-Model-Version", self.responder.model_version)
             if isinstance(p, RequestError):
                 context.set_response_status(p.status, p.type, idx)
                 responses.append(encode(p.to_dict()))
+            elif isinstance(p, ExplanationRequest):
+                responses.append(encode(next(explained)))
             else:
                 responses.append(encode(self.responder.body(p, next(it))))
         return responses

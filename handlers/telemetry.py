@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from handlers.contract import RequestError
+from handlers.explain import ExplanationRequest
 from handlers.model_card import ModelCard
 
 PREFIX = "tabular"
@@ -79,7 +80,18 @@ class Telemetry:
         batch_requests = metric(
             Histogram, "batch_requests", "Requests per batch TorchServe handed over", buckets=REQUEST_BUCKETS
         )
+        # explanations (POST /explanations/...) apart, so their cost leaves the prediction series alone
+        self.explanation_requests = metric(
+            Counter, "explanation_requests", "Explanation requests the handler answered, by HTTP status", ("code",)
+        )
+        explanation_rows = metric(Counter, "explanation_rows", "Rows explained (attributions computed)")
+        explanation = metric(
+            Histogram, "explanation_seconds", "Handler time per batch that held explanation requests",
+            buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
         child = self.labels
+        self.explanation_rows = explanation_rows.labels(*child)
+        self.explanation_seconds = explanation.labels(*child)
         self.rows = rows.labels(*child)
         self.predictions = [predictions.labels(*child, c) for c in self.class_names]
         self.below = [out_of_range.labels(*child, f, "below") for f in self.feature_names]
@@ -92,6 +104,7 @@ class Telemetry:
         self._types: dict[str, Any] = {}
         for status in KNOWN_STATUSES:  # series from the start, so rate() sees their first requests
             self._code(status)
+            self.explanation_requests.labels(*child, str(status))
 
     def scored(self, x: torch.Tensor, probabilities: torch.Tensor) -> None:
         """One forward pass: rows, predicted classes and out-of-range values."""
@@ -109,11 +122,22 @@ class Telemetry:
                     if count:
                         counter.inc(count)
 
-    def batch(self, parsed: Sequence[object], started: float, parsed_at: float) -> None:
-        """One handled batch: status per request, rejection types, and the two timings."""
-        self.handler_seconds.observe(time.perf_counter() - started)
-        self.preprocess_seconds.observe(parsed_at - started)
+    def batch(
+        self, parsed: Sequence[object], started: float, parsed_at: float, explanations: Collection[int] = ()
+    ) -> None:
+        """One handled batch: status per request, rejection types, and the two timings.
+
+        Requests at the indices ``explanations`` count in the explanation metrics instead; a
+        batch that mixes both kinds counts its time in both (each waited for all of it)."""
+        elapsed = time.perf_counter() - started
         self.batch_requests.observe(len(parsed))
+        if explanations:
+            self._explanations([parsed[i] for i in explanations], elapsed)
+            parsed = [p for i, p in enumerate(parsed) if i not in explanations]
+            if not parsed:
+                return
+        self.handler_seconds.observe(elapsed)
+        self.preprocess_seconds.observe(parsed_at - started)
         errors = [p for p in parsed if isinstance(p, RequestError)]
         ok = len(parsed) - len(errors)
         if ok:
@@ -126,6 +150,15 @@ class Telemetry:
                 if child is None:
                     child = self._types[type_] = self.rejected.labels(*self.labels, type_)
                 child.inc(count)
+
+    def _explanations(self, answered: Sequence[object], elapsed: float) -> None:
+        self.explanation_seconds.observe(elapsed)
+        codes = Tally(p.status if isinstance(p, RequestError) else 200 for p in answered)
+        for status, count in codes.items():
+            self.explanation_requests.labels(*self.labels, str(status)).inc(count)
+        rows = sum(p.parsed.rows.shape[0] for p in answered if isinstance(p, ExplanationRequest))
+        if rows:
+            self.explanation_rows.inc(rows)
 
     def _code(self, status: int) -> Any:
         child = self._codes.get(status)
