@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import requests
 import torch
@@ -19,7 +20,8 @@ from handlers.contract import Parsed, RequestError
 from handlers.model_card import ModelCard
 from handlers.telemetry import LATENCY_BUCKETS, Telemetry, class_counts, out_of_range_counts
 from servectl import exporter
-from servectl.settings import MODEL_METRICS_KEY, ServeSettings
+from servectl.settings import MODEL_METRICS_DEFAULT, MODEL_METRICS_KEY, ServeSettings
+from servectl.waiting import wait_for
 
 LABELS = {"model_name": "m", "model_version": "1.0"}
 
@@ -109,7 +111,7 @@ def test_batch_counts_statuses_rejections_and_times():
     ]
     started = time.perf_counter()
     parsed_at = started + 0.00018  # inside the 0.0002 bucket whatever the float rounding
-    time.sleep(0.001)
+    time.sleep(0.001)  # not a wait: plants a handler duration of at least 1 ms for the assertion below
     telemetry.batch(parsed, started, parsed_at)
     assert sample(reg, "tabular_requests_total", code="200") == 2
     assert sample(reg, "tabular_requests_total", code="400") == 3
@@ -179,9 +181,10 @@ def test_process_usage_of_a_live_and_a_gone_process():
 
 def test_each_instance_gets_its_own_exporter_port_and_torchserve_never_sees_the_key(tmp_path):
     base = ServeSettings.load("m", run_dir=tmp_path)
-    assert base.model_metrics.url == "http://127.0.0.1:8083"
+    shipped = base.model_metrics.port
+    assert base.model_metrics.url == base.properties.get(MODEL_METRICS_KEY, MODEL_METRICS_DEFAULT)
     three = base.with_ports(9100, 9101, 9102)  # how older callers call it
-    assert three.model_metrics.port not in (8083, 9100, 9101, 9102, 0)
+    assert three.model_metrics.port not in (shipped, 9100, 9101, 9102, 0)
     assert {three.model_metrics.port} & {int(three.properties["grpc_inference_port"]),
                                          int(three.properties["grpc_management_port"])} == set()  # fmt: skip
     four = base.with_ports(9100, 9101, 9102, model_metrics=9103, host="127.0.0.2")
@@ -209,18 +212,16 @@ def serving(port: int) -> bool:
         return False
 
 
-def wait_for(check, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def group_members(pgid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    """Live (non-zombie) processes of the group ``pgid``, via psutil (no `ps` needed)."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return members
 
 
 @pytest.mark.parametrize("how", ["the group is stopped", "the server dies alone"])
@@ -231,7 +232,7 @@ def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
     port = free_ports(1)[0]
     proc = launch(tmp_path, port, "/bin/sleep", "60")
     try:
-        wait_for(lambda: serving(port), "the exporter to answer")
+        wait_for(lambda: serving(port), timeout=20, what="the exporter to answer")
         assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"/bin/sleep")  # exec kept the pid
         members = group_members(proc.pid)
         assert proc.pid in members and len(members) == 2  # the server and the exporter
@@ -240,7 +241,7 @@ def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
         else:
             proc.kill()
             proc.wait()
-        wait_for(lambda: not group_members(proc.pid), "the exporter to exit")
+        wait_for(lambda: not group_members(proc.pid), timeout=20, what="the exporter to exit")
         assert not serving(port)
     finally:
         if group_members(proc.pid):
