@@ -55,16 +55,16 @@ def test_dashboard_shows_every_required_view_from_the_one_datasource():
     assert DASHBOARDS
     text = " ".join(dashboard_exprs())
     for needed in (
-        "tabular_requests_total",  # request rate, error ratio by status
-        "histogram_quantile(0.50, sum by (le) (rate(tabular_handler_seconds_bucket",
-        "histogram_quantile(0.95, sum by (le) (rate(tabular_handler_seconds_bucket",
-        "histogram_quantile(0.99, sum by (le) (rate(tabular_handler_seconds_bucket",
+        f"{PREFIX}_requests_total",  # request rate, error ratio by status
+        f"histogram_quantile(0.50, sum by (le) (rate({PREFIX}_handler_seconds_bucket",
+        f"histogram_quantile(0.95, sum by (le) (rate({PREFIX}_handler_seconds_bucket",
+        f"histogram_quantile(0.99, sum by (le) (rate({PREFIX}_handler_seconds_bucket",
         "ts_queue_latency_microseconds",
-        "tabular_batch_rows_bucket",
-        "tabular_predictions_total",
-        "tabular_feature_out_of_range_total",
-        "tabular_worker_cpu_seconds_total",
-        "tabular_worker_resident_memory_bytes",
+        f"{PREFIX}_batch_rows_bucket",
+        f"{PREFIX}_predictions_total",
+        f"{PREFIX}_feature_out_of_range_total",
+        f"{PREFIX}_worker_cpu_seconds_total",
+        f"{PREFIX}_worker_resident_memory_bytes",
     ):
         assert needed in text, needed
     for path in DASHBOARDS:

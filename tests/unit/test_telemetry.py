@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, values
 
 from handlers.contract import Parsed, RequestError
 from handlers.model_card import ModelCard
-from handlers.telemetry import LATENCY_BUCKETS, Telemetry, class_counts, out_of_range_counts
+from handlers.telemetry import LATENCY_BUCKETS, PREFIX, Telemetry, class_counts, out_of_range_counts
 from servectl import exporter
 from servectl.settings import MODEL_METRICS_DEFAULT, MODEL_METRICS_KEY, ServeSettings
 from servectl.waiting import wait_for
@@ -44,7 +44,8 @@ def card(**changes) -> ModelCard:
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, {**LABELS, **labels})
+    """A sample of the metric ``<PREFIX>_<name>`` (the prefix is handlers.telemetry's)."""
+    return registry.get_sample_value(f"{PREFIX}_{name}", {**LABELS, **labels})
 
 
 def test_latency_buckets_resolve_50_microseconds_to_seconds():
@@ -72,17 +73,17 @@ def test_out_of_range_counts_per_feature_and_side():
 def test_scored_counts_rows_classes_and_drift():
     telemetry = Telemetry("m", "1.0", card())
     reg = telemetry.registry
-    assert sample(reg, "tabular_rows_total") == 0  # every series exists from the start
-    assert sample(reg, "tabular_feature_out_of_range_total", feature="c", direction="above") == 0
+    assert sample(reg, "rows_total") == 0  # every series exists from the start
+    assert sample(reg, "feature_out_of_range_total", feature="c", direction="above") == 0
     with torch.inference_mode():  # as in the handler
         x = torch.tensor([[0.5, 0.0, 0.0], [2.0, 0.0, 9.0], [-1.0, 5.0, 9.0], [0.5, -2.0, 0.0]])
         probabilities = torch.tensor([[0.1, 0.8, 0.1], [0.6, 0.2, 0.2], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]])
     telemetry.scored(x, probabilities)
     telemetry.scored(x[:1], probabilities[:1])
-    assert sample(reg, "tabular_rows_total") == 5
-    assert [sample(reg, "tabular_predictions_total", predicted_class=c) for c in "xyz"] == [1, 4, 0]
+    assert sample(reg, "rows_total") == 5
+    assert [sample(reg, "predictions_total", predicted_class=c) for c in "xyz"] == [1, 4, 0]
     drift = {
-        (f, d): sample(reg, "tabular_feature_out_of_range_total", feature=f, direction=d)
+        (f, d): sample(reg, "feature_out_of_range_total", feature=f, direction=d)
         for f in "abc"
         for d in ("below", "above")
     }
@@ -91,16 +92,16 @@ def test_scored_counts_rows_classes_and_drift():
         ("b", "below"): 1, ("b", "above"): 1,
         ("c", "below"): 0, ("c", "above"): 2,
     }  # fmt: skip
-    assert sample(reg, "tabular_batch_rows_count") == 2 and sample(reg, "tabular_batch_rows_sum") == 5
-    assert sample(reg, "tabular_batch_rows_bucket", le="4.0") == 2  # 4 rows, then 1
-    assert sample(reg, "tabular_batch_rows_bucket", le="2.0") == 1
+    assert sample(reg, "batch_rows_count") == 2 and sample(reg, "batch_rows_sum") == 5
+    assert sample(reg, "batch_rows_bucket", le="4.0") == 2  # 4 rows, then 1
+    assert sample(reg, "batch_rows_bucket", le="2.0") == 1
 
 
 def test_batch_counts_statuses_rejections_and_times():
     telemetry = Telemetry("m", "1.0", card())
     reg = telemetry.registry
     for code in ("200", "400", "413", "415"):
-        assert sample(reg, "tabular_requests_total", code=code) == 0
+        assert sample(reg, "requests_total", code=code) == 0
     parsed = [
         Parsed(torch.zeros(1, 3)),
         RequestError(400, "invalid_json", "x"),
@@ -113,18 +114,18 @@ def test_batch_counts_statuses_rejections_and_times():
     parsed_at = started + 0.00018  # inside the 0.0002 bucket whatever the float rounding
     time.sleep(0.001)  # not a wait: plants a handler duration of at least 1 ms for the assertion below
     telemetry.batch(parsed, started, parsed_at)
-    assert sample(reg, "tabular_requests_total", code="200") == 2
-    assert sample(reg, "tabular_requests_total", code="400") == 3
-    assert sample(reg, "tabular_requests_total", code="415") == 1
-    rejected = {t: sample(reg, "tabular_rejected_requests_total", error_type=t) for t in
+    assert sample(reg, "requests_total", code="200") == 2
+    assert sample(reg, "requests_total", code="400") == 3
+    assert sample(reg, "requests_total", code="415") == 1
+    rejected = {t: sample(reg, "rejected_requests_total", error_type=t) for t in
                 ("invalid_json", "unsupported_media_type", "wrong_shape")}  # fmt: skip
     assert rejected == {"invalid_json": 2, "unsupported_media_type": 1, "wrong_shape": 1}
-    assert sample(reg, "tabular_preprocess_seconds_sum") == pytest.approx(0.00018)
-    assert sample(reg, "tabular_preprocess_seconds_bucket", le="0.0002") == 1
-    assert sample(reg, "tabular_preprocess_seconds_bucket", le="0.0001") == 0
-    assert sample(reg, "tabular_handler_seconds_sum") >= 0.001
-    assert sample(reg, "tabular_handler_seconds_count") == 1
-    assert sample(reg, "tabular_batch_requests_sum") == 6
+    assert sample(reg, "preprocess_seconds_sum") == pytest.approx(0.00018)
+    assert sample(reg, "preprocess_seconds_bucket", le="0.0002") == 1
+    assert sample(reg, "preprocess_seconds_bucket", le="0.0001") == 0
+    assert sample(reg, "handler_seconds_sum") >= 0.001
+    assert sample(reg, "handler_seconds_count") == 1
+    assert sample(reg, "batch_requests_sum") == 6
 
 
 def record_in_a_worker_process(multiproc_dir, n: int) -> int:
@@ -152,14 +153,14 @@ def test_exporter_merges_what_worker_processes_wrote(tmp_path):
     assert [os.waitpid(pid, 0)[1] for pid in pids] == [0, 0]
     assert len(list(tmp_path.glob("counter_*.db"))) == 2
     reg = exporter.registry(tmp_path, None)
-    assert sample(reg, "tabular_rows_total") == 7
-    assert sample(reg, "tabular_predictions_total", predicted_class="z") == 7
-    assert sample(reg, "tabular_feature_out_of_range_total", feature="c", direction="above") == 2
-    assert sample(reg, "tabular_rejected_requests_total", error_type="invalid_json") == 2
-    assert sample(reg, "tabular_requests_total", code="200") == 2
-    assert sample(reg, "tabular_handler_seconds_count") == 2
-    assert sample(reg, "tabular_batch_rows_bucket", le="4.0") == 2  # merged buckets are cumulative
-    assert sample(reg, "tabular_batch_rows_bucket", le="2.0") == 0
+    assert sample(reg, "rows_total") == 7
+    assert sample(reg, "predictions_total", predicted_class="z") == 7
+    assert sample(reg, "feature_out_of_range_total", feature="c", direction="above") == 2
+    assert sample(reg, "rejected_requests_total", error_type="invalid_json") == 2
+    assert sample(reg, "requests_total", code="200") == 2
+    assert sample(reg, "handler_seconds_count") == 2
+    assert sample(reg, "batch_rows_bucket", le="4.0") == 2  # merged buckets are cumulative
+    assert sample(reg, "batch_rows_bucket", le="2.0") == 0
 
 
 def test_worker_collector_says_when_the_management_api_is_unreachable():
@@ -167,8 +168,8 @@ def test_worker_collector_says_when_the_management_api_is_unreachable():
 
     reg = CollectorRegistry()
     reg.register(exporter.WorkerCollector(f"http://127.0.0.1:{free_ports(1)[0]}", "m", timeout=0.5))
-    assert reg.get_sample_value("tabular_management_up", {"model_name": "m"}) == 0
-    assert reg.get_sample_value("tabular_workers", {**LABELS, "status": "READY"}) is None
+    assert reg.get_sample_value(f"{PREFIX}_management_up", {"model_name": "m"}) == 0
+    assert reg.get_sample_value(f"{PREFIX}_workers", {**LABELS, "status": "READY"}) is None
 
 
 def test_process_usage_of_a_live_and_a_gone_process():
