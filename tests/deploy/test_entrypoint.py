@@ -25,6 +25,14 @@ from tests.deploy.conftest import ENTRYPOINT, OVERLAY, REPO
 ANY, LOOPBACK = "any", "loopback"
 
 
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def listening(port: int) -> set[str]:
     """How sockets listening on ``port`` are bound, from /proc/net/tcp{,6}."""
     found = set()
@@ -103,7 +111,8 @@ def test_sigterm_stops_server_and_workers_and_health_fails_after(entry):
     assert pid is not None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, "servectl exits cleanly on SIGTERM (docker stop, pod deletion)"
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)  # TorchServe's whole process group (frontend, workers) is gone
+    # TorchServe's whole process group (frontend, workers) goes; servectl SIGKILLs stragglers,
+    # whose exit (and reaping) may trail its own by a moment
+    wait_for(lambda: group_gone(pid), timeout=10, what="TorchServe's process group to be gone")
     assert not listening(settings.inference.port) and not listening(settings.management.port)
     assert health() == 1

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from servectl.waiting import wait_for
-from tests.conftest import REPO, SHIPPED, free_ports
+from tests.conftest import ANSWER_TIMEOUT, REPO, SHIPPED, free_ports
 
 
 def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -49,7 +49,7 @@ def test_serve_bg_readme_curl_and_stop(served, built_card):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=ANSWER_TIMEOUT,
     )
     body, status = out.stdout.rsplit("\n", 1)
     assert status == "200", out.stdout + out.stderr

@@ -30,7 +30,7 @@ def test_readme_command(live, line):
         shipped, ours = getattr(SHIPPED, api), getattr(live, api)
         command = command.replace(f"{shipped.host}:{shipped.port}", f"{ours.host}:{ours.port}")
     out = subprocess.run(["bash", "-c", command.strip() + " -o /dev/null -w '%{http_code}'"], cwd=REPO,
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=ANSWER_TIMEOUT)
     assert out.stdout == expected.strip(), out.stderr
 
 

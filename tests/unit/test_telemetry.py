@@ -234,7 +234,9 @@ def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
     proc = launch(tmp_path, port, "/bin/sleep", "60")
     try:
         wait_for(lambda: serving(port), timeout=20, what="the exporter to answer")
-        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"/bin/sleep")  # exec kept the pid
+        # the launcher execs the server (same pid) while its forked child starts serving: either may come first
+        wait_for(lambda: Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"/bin/sleep"), timeout=10,
+                 what="the launcher to exec the server, keeping its pid")
         members = group_members(proc.pid)
         assert proc.pid in members and len(members) == 2  # the server and the exporter
         if how == "the group is stopped":
