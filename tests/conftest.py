@@ -8,10 +8,24 @@ import pytest
 import torch
 
 from handlers.model_card import METADATA_FILE, ModelCard
+from servectl import model_config
+from servectl.settings import ServeSettings
 from servectl.settings import free_loopback_ports as free_ports  # noqa: F401 (tests import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
+# Every setting a test needs is read from where it is configured, never copied:
+# serve_config/model-config.yaml (workers, batching, timeouts, the row limit) ...
+MODEL_CONFIG = model_config.load()
+# ... and serve_config/config.properties (ports, properties); the model name plays no part in them
+SHIPPED = ServeSettings.load("shipped")
+# A client waiting for a prediction: TorchServe answers every request within responseTimeout
+# (a worker that does not answer gets "Worker died." then), plus slack for the transport.
+ANSWER_TIMEOUT = MODEL_CONFIG.response_timeout_s + 5
+# Served probabilities are float32 from a forward pass over whatever batch the request joined;
+# the same rows in another batch (or in-process) differ in the last bits (about 2e-9), so
+# answers are compared with this absolute tolerance, far above that and far below a real error.
+PROBABILITY_ATOL = 1e-6
 TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy", "reliability": "reliability"}
 
 
@@ -51,3 +65,20 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train.run(data.make_synthetic(n_rows=300, seed=7), config, out)
     export.export("tiny", "0.1", out)
     return out
+
+
+def assert_same_answer(got: object, want: object, where: str = "answer") -> None:
+    """Two JSON answers are equal, floats within PROBABILITY_ATOL: two requests with the same
+    rows may be batched differently, which changes the last bits of the probabilities only."""
+    if isinstance(want, float) or isinstance(got, float):
+        assert isinstance(got, (int, float)) and abs(got - want) <= PROBABILITY_ATOL, f"{where}: {got} != {want}"
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), f"{where}: keys {list(got)} != {list(want)}"
+        for key in want:
+            assert_same_answer(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{where}: {got} != {want}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_answer(g, w, f"{where}[{i}]")
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"

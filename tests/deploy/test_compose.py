@@ -11,9 +11,11 @@ import yaml
 
 from servectl import monitor
 from servectl.settings import ServeSettings
+from tests.conftest import SHIPPED
 from tests.deploy.conftest import DOCKER, OVERLAY, REPO, dockerfile_instructions, exec_form
 
 SERVE_CONFIG = REPO / "serve_config"
+IMAGE = ServeSettings.load("m", overlay=OVERLAY)  # the addresses TorchServe serves on in the container
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +40,12 @@ def test_the_four_services_with_pinned_images(services):
 def test_only_the_proxy_and_the_dashboards_are_published_and_only_on_loopback(services):
     assert "ports" not in services["torchserve"], "TorchServe is reached through nginx only"
     published = {name: s.get("ports", []) for name, s in services.items()}
-    assert published["nginx"] == ["127.0.0.1:8080:8080"]
+    proxy = SHIPPED.inference.port  # the proxy answers where `make serve` does: one client URL for both
+    assert published["nginx"] == [f"127.0.0.1:{proxy}:{proxy}"]
     for ports in published.values():
         for mapping in ports:
             assert mapping.startswith("127.0.0.1:"), mapping
-            assert mapping.split(":")[-1] != "8081", "the management port is never published"
+            assert mapping.split(":")[-1] != str(IMAGE.management.port), "the management port is never published"
 
 
 def test_every_service_has_a_health_check_and_startup_order_waits_for_it(services):
@@ -75,19 +78,16 @@ def test_every_mounted_file_exists_in_the_repo(services):
 
 def test_nginx_forwards_to_the_torchserve_service(services):
     env = services["nginx"]["environment"]
-    assert env["TS_UPSTREAM"] == "torchserve:8080" and env["NGINX_PORT"] == "8080"
+    assert env["TS_UPSTREAM"] == f"torchserve:{IMAGE.inference.port}" and env["NGINX_PORT"] == str(SHIPPED.inference.port)
     assert (REPO / "docker/nginx/templates", "/etc/nginx/templates") in mounts(services["nginx"])
 
 
 def test_container_overlay_opens_only_inference_and_metrics():
-    settings = ServeSettings.load("tabular_classifier", overlay=OVERLAY)
-    assert (settings.inference.host, settings.inference.port) == ("0.0.0.0", 8080)
-    assert (settings.metrics.host, settings.metrics.port) == ("0.0.0.0", 8082)
+    settings, base = IMAGE, SHIPPED  # the overlay changes where they listen, not their ports
+    assert (settings.inference.host, settings.inference.port) == ("0.0.0.0", base.inference.port)
+    assert (settings.metrics.host, settings.metrics.port) == ("0.0.0.0", base.metrics.port)
     assert settings.management.host == "127.0.0.1"
-    model_metrics = getattr(settings, "model_metrics", None)
-    if model_metrics is not None:  # servectl's prometheus-client exporter
-        assert (model_metrics.host, model_metrics.port) == ("0.0.0.0", 8083)
-    base = ServeSettings.load("tabular_classifier")
+    assert (settings.model_metrics.host, settings.model_metrics.port) == ("0.0.0.0", base.model_metrics.port)
     assert base.inference.host == "127.0.0.1", "without the overlay everything stays on loopback"
 
 
@@ -106,13 +106,12 @@ def test_compose_prometheus_runs_the_projects_one_config_with_compose_targets(se
     config = prometheus_config(SERVE_CONFIG / container_config.name)
     targets_mount = by_container[str(container_config.parent / "targets")]
     assert targets_mount == (DOCKER / "prometheus" / "targets").resolve()
-    container_ports = ServeSettings.load("m", overlay=OVERLAY)
     for job in config["scrape_configs"]:
         (sd,) = job["file_sd_configs"]
         for file in sd["files"]:
             assert file.startswith("targets/"), f"{job['job_name']}: target files live in targets/"
             groups = yaml.safe_load((targets_mount / Path(file).name).read_text())
-            port = getattr(container_ports, monitor.JOBS[job["job_name"]]).port
+            port = getattr(IMAGE, monitor.JOBS[job["job_name"]]).port
             assert [t for g in groups for t in g["targets"]] == [f"torchserve:{port}"]
     rules = [p for rule in config["rule_files"] for p in glob.glob(str(SERVE_CONFIG / rule))]
     assert rules, "the rule files are found relative to the config, inside the mounted serve_config"

@@ -6,13 +6,13 @@ from __future__ import annotations
 import copy
 import json
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from deploy.kserve.layout import lay_out
 from servectl import monitor
 from servectl.settings import ServeSettings, read_properties
+from tests.conftest import MODEL_CONFIG
 from tests.deploy.conftest import KUBERNETES, OVERLAY, REPO, dockerfile_instructions, exec_form, load_yaml_docs
 
 K8S_VERSION = "1.33.0"  # validate against a released, widely deployed version
@@ -32,12 +32,16 @@ def resources() -> dict[str, dict]:
 
 
 def test_core_resources_validate_strictly(resources):
+    import kubernetes_validate  # deploy tools only (make deploy-tools): the unit tier still collects this module
+
     assert CORE_KINDS <= set(resources)
     for kind in CORE_KINDS:
         kubernetes_validate.validate(resources[kind], K8S_VERSION, strict=True)
 
 
 def test_the_validator_rejects_a_broken_deployment(resources):
+    import kubernetes_validate
+
     broken = copy.deepcopy(resources["Deployment"])
     broken["spec"]["template"]["spec"]["containers"][0]["resource"] = {}  # typo of resources
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -61,10 +65,12 @@ def test_probes_readiness_is_model_ready_liveness_is_the_frontend(resources):
 def test_ports_are_inference_and_metrics_and_never_management(resources):
     c = container(resources)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": 8080, "ts-metrics": 8082, "model-metrics": 8083}
+    image = ServeSettings.load("m", overlay=OVERLAY)  # the addresses the image serves on
+    assert ports == {"http": image.inference.port, "ts-metrics": image.metrics.port,
+                     "model-metrics": image.model_metrics.port}
     service_ports = {p["name"]: p["targetPort"] for p in resources["Service"]["spec"]["ports"]}
     assert set(service_ports.values()) <= set(ports), "the Service targets the container's named ports"
-    assert 8081 not in {p["port"] for p in resources["Service"]["spec"]["ports"]}
+    assert image.management.port not in {p["port"] for p in resources["Service"]["spec"]["ports"]}
 
 
 def test_threads_times_workers_equal_the_cpu_limit(resources):
@@ -72,8 +78,7 @@ def test_threads_times_workers_equal_the_cpu_limit(resources):
     limits, requests = c["resources"]["limits"], c["resources"]["requests"]
     assert requests == limits, "Guaranteed QoS"
     env = {e["name"]: e["value"] for e in c["env"]}
-    workers = yaml.safe_load((REPO / "serve_config/model-config.yaml").read_text())["minWorkers"]
-    assert int(env["OMP_NUM_THREADS"]) * workers == int(limits["cpu"])
+    assert int(env["OMP_NUM_THREADS"]) * MODEL_CONFIG.min_workers == int(limits["cpu"])
 
 
 def test_hardened_pod_with_writable_run_dir(resources):

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import subprocess
 
+from tests.conftest import SHIPPED
 from tests.deploy.conftest import NGINX_TEMPLATE, nginx_cmd, render_nginx
+
+INFERENCE = f"{SHIPPED.inference.host}:{SHIPPED.inference.port}"  # any address does: nginx -t does not connect
 
 
 def test_rendered_template_passes_nginx_t(tmp_path):
-    conf = render_nginx(tmp_path / "nginx", upstream="127.0.0.1:8080", listen="127.0.0.1:8080")
+    conf = render_nginx(tmp_path / "nginx", upstream=INFERENCE, listen=INFERENCE)
     out = subprocess.run(nginx_cmd(conf, "-t"), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "test is successful" in out.stderr, out.stderr
 
 
 def test_nginx_t_rejects_a_broken_config(tmp_path):
     """`nginx -t` really checks: a typo in a directive is refused."""
-    conf = render_nginx(tmp_path / "nginx", upstream="127.0.0.1:8080", listen="127.0.0.1:8080")
+    conf = render_nginx(tmp_path / "nginx", upstream=INFERENCE, listen=INFERENCE)
     server = conf.parent / "default.conf"
     server.write_text(server.read_text().replace("client_max_body_size", "client_max_body_sise"))
     out = subprocess.run(nginx_cmd(conf, "-t"), capture_output=True, text=True, timeout=30)

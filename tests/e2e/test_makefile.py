@@ -7,12 +7,12 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import psutil
 import pytest
 
-from tests.conftest import REPO, free_ports
+from servectl.waiting import wait_for
+from tests.conftest import ANSWER_TIMEOUT, REPO, SHIPPED, free_ports
 
 
 def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -22,7 +22,7 @@ def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def readme_curl() -> str:
     """The README's first prediction example, exactly as written there."""
     text = (REPO / "README.md").read_text()
-    match = re.search(r"^curl -s http://127\.0\.0\.1:8080/predictions/\S+ .*$", text, re.M)
+    match = re.search(rf"^curl -s {re.escape(SHIPPED.inference.url)}/predictions/\S+ .*$", text, re.M)
     assert match, "README has no curl prediction example"
     return match.group(0)
 
@@ -43,13 +43,13 @@ def test_serve_bg_readme_curl_and_stop(served, built_card):
     ports, serve_args, run_dir, banner = served
     assert "is READY" in banner and f"127.0.0.1:{ports[0]}/predictions/{built_card.model_name}" in banner
 
-    command = readme_curl().replace("127.0.0.1:8080", f"127.0.0.1:{ports[0]}")
+    command = readme_curl().replace(SHIPPED.inference.url, f"http://127.0.0.1:{ports[0]}")
     out = subprocess.run(
         ["bash", "-c", command + " -w '\\n%{http_code}'"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=ANSWER_TIMEOUT,
     )
     body, status = out.stdout.rsplit("\n", 1)
     assert status == "200", out.stdout + out.stderr
@@ -63,15 +63,24 @@ def test_serve_bg_readme_curl_and_stop(served, built_card):
     group = [p for p in psutil.process_iter() if _pgid(p.pid) == pid]
     assert len(group) >= 3  # torchserve CLI, java frontend, workers
     assert make("stop", serve_args).returncode == 0
-    deadline = time.monotonic() + 10
-    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in group):
-        assert time.monotonic() < deadline, "processes left behind after make stop"
-        time.sleep(0.1)
+    wait_for(lambda: not alive(group), timeout=10, what="no process left behind after make stop")
 
 
 def test_stop_without_a_server_is_harmless(tmp_path):
     result = make("stop", f"SERVE_ARGS=--run-dir {tmp_path}")
     assert result.returncode == 0 and "no server" in result.stdout
+
+
+def alive(group: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes of ``group`` still running (a zombie has exited)."""
+    running = []
+    for p in group:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                running.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return running
 
 
 def _pgid(pid: int) -> int | None:
@@ -100,10 +109,7 @@ def test_make_serve_in_the_foreground_stops_cleanly_on_ctrl_c(tmp_path):
         group = [p for p in psutil.process_iter() if _pgid(p.pid) == ts_pid]
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) in (0, 2, -signal.SIGINT)
-        deadline = time.monotonic() + 10
-        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in group):
-            assert time.monotonic() < deadline, "TorchServe outlived Ctrl-C"
-            time.sleep(0.1)
+        wait_for(lambda: not alive(group), timeout=10, what="TorchServe and its workers to exit after Ctrl-C")
         assert not (tmp_path / "torchserve.pid").exists()
     finally:
         if proc.poll() is None:

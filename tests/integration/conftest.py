@@ -3,11 +3,10 @@ and always torn down."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import requests
 
+from benchmarks.report import metric_sums
 from servectl import server
 from servectl.settings import ServeSettings
 from tests.conftest import free_ports
@@ -40,5 +39,4 @@ def workers(settings: ServeSettings) -> list[tuple[int, str]]:
 def frontend_metric(settings: ServeSettings, name: str) -> float:
     """Sum of one TorchServe Prometheus metric over its label sets (0 when absent)."""
     text = requests.get(f"{settings.metrics.url}/metrics", timeout=5).text
-    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", re.M)
-    return sum(float(v) for v in pattern.findall(text))
+    return metric_sums(text, [name])[name]

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from client import Client, ClientConfig, PredictionError
-from tests.conftest import REPO, free_ports
+from servectl import server
+from tests.conftest import MODEL_CONFIG, PROBABILITY_ATOL, REPO, free_ports
 from tests.unit.test_contract import ERRORS
 
 
@@ -43,7 +44,7 @@ class Table:
 def check(result, expected, card):
     assert result.model_name == card.model_name and result.model_version == card.version
     got = torch.tensor([[p.probabilities[c] for c in card.class_names] for p in result.rows])
-    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got, expected, atol=PROBABILITY_ATOL)
     assert [p.label for p in result.rows] == [card.class_names[i] for i in expected.argmax(1)]
 
 
@@ -60,10 +61,11 @@ def test_predict_accepts_rows_dicts_tables_csv_and_npy(client, built_card, test_
     check(client.predict_csv(path), expected, built_card)
 
 
-def test_metadata_and_health(client, built_card):
+def test_metadata_and_health(client, live, built_card):
     assert client.metadata()["feature_names"] == list(built_card.feature_names)
     health = client.health()
-    assert health["ready"] and health["ready_workers"] == health["min_workers"] >= 1
+    assert health["ready"] is server.is_ready(server.model_status(live)) is True  # servectl's readiness rule
+    assert health["ready_workers"] == health["min_workers"] == MODEL_CONFIG.min_workers
 
 
 JSON_ERRORS = [e for e in ERRORS if e[2] == "application/json" and e[4] != "too_many_rows" and isinstance(e[1], dict)]

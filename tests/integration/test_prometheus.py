@@ -22,23 +22,18 @@ import requests
 import torch
 import yaml
 
+from handlers.telemetry import PREFIX
 from servectl import monitor
-from tests.conftest import REPO, free_ports
+from servectl.waiting import wait_for
+from tests.conftest import ANSWER_TIMEOUT, MODEL_CONFIG, REPO, free_ports
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 DEADLINE = 60.0
 
 
 def poll(check: Callable[[], object], what: str, timeout: float = DEADLINE, interval: float = 0.25):
-    """Call ``check`` until it returns something truthy; fail saying ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """Call ``check`` until it returns something truthy (servectl.waiting.wait_for)."""
+    return wait_for(check, timeout=timeout, what=what, interval=interval)
 
 
 class Prom:
@@ -77,13 +72,10 @@ def prom(live, tmp_path_factory) -> Prom:
     def ready() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"prometheus exited: {(out / 'prometheus.log').read_text()[-2000:]}")
-        try:
-            return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
 
     try:
-        poll(ready, "Prometheus to be ready")
+        wait_for(ready, timeout=DEADLINE, what="Prometheus to be ready", retry_on=(requests.RequestException,))
         yield Prom(url)
     finally:
         proc.terminate()
@@ -107,11 +99,11 @@ def traffic(live, prom, built_card, built_model, test_split) -> dict:
     poll(lambda: scraped_since(prom, t0), "a first scrape of both targets")
     model = f'model_name="{built_card.model_name}"'
     queries = {
-        "rows": f"sum(tabular_rows_total{{{model}}})",
-        "classes": f"sum by (predicted_class) (tabular_predictions_total{{{model}}})",
-        "rejected": f"sum by (error_type) (tabular_rejected_requests_total{{{model}}})",
-        "codes": f"sum by (code) (tabular_requests_total{{{model}}})",
-        "drift": f'sum by (feature) (label_join(tabular_feature_out_of_range_total{{{model}}}, "feature", "/", "feature", "direction"))',
+        "rows": f"sum({PREFIX}_rows_total{{{model}}})",
+        "classes": f"sum by (predicted_class) ({PREFIX}_predictions_total{{{model}}})",
+        "rejected": f"sum by (error_type) ({PREFIX}_rejected_requests_total{{{model}}})",
+        "codes": f"sum by (code) ({PREFIX}_requests_total{{{model}}})",
+        "drift": f'sum by (feature) (label_join({PREFIX}_feature_out_of_range_total{{{model}}}, "feature", "/", "feature", "direction"))',
         "frontend": f"sum(ts_inference_requests_total{{{model}}})",
     }
     labels = {"classes": "predicted_class", "rejected": "error_type", "codes": "code", "drift": "feature"}
@@ -136,7 +128,7 @@ def traffic(live, prom, built_card, built_model, test_split) -> dict:
     sent = torch.cat(chunks)
     url = f"{live.inference.url}/predictions/{built_card.model_name}"
     with ThreadPoolExecutor(4) as pool:
-        codes = list(pool.map(lambda c: requests.post(url, json={"instances": c.tolist()}, timeout=30).status_code, chunks))
+        codes = list(pool.map(lambda c: requests.post(url, json={"instances": c.tolist()}, timeout=ANSWER_TIMEOUT).status_code, chunks))
     assert codes == [200] * len(chunks)
     bad = [
         ("invalid_json", b'{"instances": [', "application/json"),
@@ -186,18 +178,21 @@ def test_counters_equal_the_traffic_sent(traffic):
 
 def test_handler_latency_p99_is_finite_and_plausible(prom, traffic, built_card):
     model = f'model_name="{built_card.model_name}"'
-    q = f"sum by (le) (rate(tabular_handler_seconds_bucket{{{model}}}[1m]))"
+    q = f"sum by (le) (rate({PREFIX}_handler_seconds_bucket{{{model}}}[1m]))"
 
     def quantiles():
         p50, p99 = (prom.value(f"histogram_quantile({p}, {q})") for p in (0.5, 0.99))
         return (p50, p99) if math.isfinite(p99) and p99 > 0 else None
 
     p50, p99 = poll(quantiles, "a finite p99")
-    assert 0 < p50 <= p99 < 2.0, (p50, p99)  # a small MLP: milliseconds, not seconds
-    # and the mean from the same histogram lies within its range
-    mean = prom.value(f"sum(tabular_handler_seconds_sum{{{model}}}) / sum(tabular_handler_seconds_count{{{model}}})")
-    assert 10e-6 < mean < 2.0
-    recorded = poll(lambda: prom.query(f"model:tabular_handler_seconds:p99_rate5m{{{model}}}"), "the p99 recording rule")
+    # What holds on any machine: a handler call that took longer than responseTimeout would
+    # have been cut off (and a quantile never exceeds the bucket bound above its observations);
+    # how fast it is is the benchmarks' business, not a pass/fail bound here.
+    bound = MODEL_CONFIG.response_timeout_s
+    assert 0 < p50 <= p99 <= bound, (p50, p99)
+    mean = prom.value(f"sum({PREFIX}_handler_seconds_sum{{{model}}}) / sum({PREFIX}_handler_seconds_count{{{model}}})")
+    assert 0 < mean <= bound
+    recorded = poll(lambda: prom.query(f"model:{PREFIX}_handler_seconds:p99_rate5m{{{model}}}"), "the p99 recording rule")
     assert math.isfinite(float(recorded[0]["value"][1]))
 
 
@@ -210,10 +205,10 @@ def test_recording_and_alert_rules_evaluate_on_the_traffic(prom, traffic, built_
     rules = poll(all_evaluated, "every rule to be evaluated")
     assert {r["health"] for r in rules} == {"ok"}, [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     model = f'model_name="{built_card.model_name}"'
-    ratio = poll(lambda: prom.value(f"model:tabular_request_errors:ratio_rate5m{{{model}}}"), "a non-zero error ratio")
+    ratio = poll(lambda: prom.value(f"model:{PREFIX}_request_errors:ratio_rate5m{{{model}}}"), "a non-zero error ratio")
     assert 0 < ratio < 1
     planted = traffic["planted"][0]
-    poll(lambda: prom.value(f'model_feature:tabular_out_of_range:ratio_rate15m{{{model},feature="{planted}"}}') > 0.05,
+    poll(lambda: prom.value(f'model_feature:{PREFIX}_out_of_range:ratio_rate15m{{{model},feature="{planted}"}}') > 0.05,
          "the planted feature's drift ratio")
 
     def active() -> dict[str, set[str]]:
@@ -229,7 +224,7 @@ def test_recording_and_alert_rules_evaluate_on_the_traffic(prom, traffic, built_
     assert planted in found["InputDriftRising"]
     for healthy in ("TorchServeDown", "ModelExporterDown", "ModelNoReadyWorkers", "ModelWorkersDegraded"):
         assert healthy not in found
-    assert prom.value(f'sum(tabular_workers{{{model},status="READY"}})') == prom.value(f"sum(tabular_workers_min{{{model}}})") >= 1
+    assert prom.value(f'sum({PREFIX}_workers{{{model},status="READY"}})') == prom.value(f"sum({PREFIX}_workers_min{{{model}}})") == MODEL_CONFIG.min_workers
 
 
 def grafana_to_promql(expr: str, model: str) -> str:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.conftest import REPO
+from tests.conftest import ANSWER_TIMEOUT, REPO, SHIPPED
 
 README = (REPO / "README.md").read_text()
 API = README[README.index("## The prediction API") : README.index("\n## ", README.index("## The prediction API") + 5)]
@@ -26,15 +26,16 @@ def test_the_readme_has_examples():
 @pytest.mark.parametrize("line", COMMANDS, ids=range(len(COMMANDS)))
 def test_readme_command(live, line):
     command, expected = line.rsplit("# -> ", 1)
-    command = (command.replace("127.0.0.1:8080", f"127.0.0.1:{live.inference.port}")
-               .replace("127.0.0.1:8081", f"127.0.0.1:{live.management.port}"))
+    for api in ("inference", "management"):  # the README's addresses are the shipped config's
+        shipped, ours = getattr(SHIPPED, api), getattr(live, api)
+        command = command.replace(f"{shipped.host}:{shipped.port}", f"{ours.host}:{ours.port}")
     out = subprocess.run(["bash", "-c", command.strip() + " -o /dev/null -w '%{http_code}'"], cwd=REPO,
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=ANSWER_TIMEOUT)
     assert out.stdout == expected.strip(), out.stderr
 
 
 @pytest.mark.parametrize("row", ERROR_ROWS, ids=[r[0].strip("| `") for r in ERROR_ROWS])
 def test_readme_error_table(live, predict_url, row):
     type_, status, content_type, body, message = (cell.strip().strip("|").strip().strip("`") for cell in row)
-    resp = requests.post(predict_url, data=body.encode(), headers={"Content-Type": content_type}, timeout=10)
+    resp = requests.post(predict_url, data=body.encode(), headers={"Content-Type": content_type}, timeout=ANSWER_TIMEOUT)
     assert resp.json() == {"code": int(status), "type": type_, "message": message.replace("\\\\", "\\")}

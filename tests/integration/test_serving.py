@@ -9,6 +9,8 @@ import pytest
 import requests
 import torch
 
+from servectl import server
+from tests.conftest import ANSWER_TIMEOUT, MODEL_CONFIG, PROBABILITY_ATOL
 from tests.integration.conftest import frontend_metric, workers
 
 HEADERS = {"Content-Type": "application/json"}
@@ -26,17 +28,17 @@ def expected(built_model, test_split):
 
 def test_ping_and_readiness(live):
     assert requests.get(f"{live.inference.url}/ping", timeout=5).json() == {"status": "Healthy"}
-    status = requests.get(f"{live.management.url}/models/{live.model_name}", timeout=5).json()[0]
-    assert [w["status"] for w in status["workers"]] == ["READY"] * status["minWorkers"]
+    status = server.model_status(live)
+    assert server.is_ready(status) and status["minWorkers"] == MODEL_CONFIG.min_workers
 
 
 def test_served_predictions_equal_the_in_process_model(predict_url, built_card, test_split, expected):
-    resp = requests.post(predict_url, json={"instances": test_split["x"].tolist()}, timeout=30)
+    resp = requests.post(predict_url, json={"instances": test_split["x"].tolist()}, timeout=ANSWER_TIMEOUT)
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("application/json")
     answer = resp.json()
     assert answer["model_name"] == built_card.model_name and answer["model_version"] == built_card.version
     got = probabilities(answer, built_card.class_names)
-    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got, expected, atol=PROBABILITY_ATOL)
     assert [p["label"] for p in answer["predictions"]] == [
         built_card.class_names[i] for i in expected.argmax(1)
     ]
@@ -61,7 +63,7 @@ def test_concurrent_requests_are_each_answered_correctly(live, predict_url, buil
     def send(job):
         start, stop = job
         resp = requests.post(
-            predict_url, json={"instances": test_split["x"][start:stop].tolist()}, timeout=30
+            predict_url, json={"instances": test_split["x"][start:stop].tolist()}, timeout=ANSWER_TIMEOUT
         )
         return job, resp.status_code, resp.json()
 
@@ -69,6 +71,6 @@ def test_concurrent_requests_are_each_answered_correctly(live, predict_url, buil
         results = list(pool.map(send, jobs))
     for (start, stop), status, answer in results:
         assert status == 200
-        assert torch.allclose(probabilities(answer, built_card.class_names), expected[start:stop], atol=1e-6)
+        assert torch.allclose(probabilities(answer, built_card.class_names), expected[start:stop], atol=PROBABILITY_ATOL)
     assert workers(live) == before
     assert frontend_metric(live, "Requests5XX") == 0

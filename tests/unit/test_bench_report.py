@@ -10,6 +10,7 @@ from benchmarks.report import (
     best_setting,
     fmt_ratio,
     markdown,
+    metric_sums,
     parse_wrk,
     ratio,
     sweep_markdown,
@@ -105,3 +106,19 @@ Requests2XX{Level="Host",Hostname="h",} 100.0
     assert before["ts_inference_requests_total"] == 100.0
     assert ts_split(before, after) == {"ts_queue_ms": 5.0, "ts_inference_ms": 20.0}
     assert ts_split(before, before) == {}
+
+
+def test_metric_sums_reads_typed_counters_with_and_without_the_total_suffix():
+    page = """# HELP Requests5XX Requests answered with a 5xx.
+# TYPE Requests5XX counter
+Requests5XX{Level="Host",Hostname="h",} 3.0
+# TYPE ts_inference_requests_total counter
+ts_inference_requests_total{model_name="a",model_version="default",hostname="h",} 100.0
+ts_inference_requests_total{model_name="b",model_version="default",hostname="h",} 1.0
+# TYPE QueueTime gauge
+QueueTime{Level="Host",Hostname="h",} 7.0
+"""
+    names = ["Requests5XX", "ts_inference_requests_total", "QueueTime", "Requests4XX"]
+    assert metric_sums(page, names) == {
+        "Requests5XX": 3.0, "ts_inference_requests_total": 101.0, "QueueTime": 7.0, "Requests4XX": 0.0,
+    }  # fmt: skip

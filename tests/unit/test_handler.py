@@ -18,7 +18,7 @@ from ts.model_loader import TsModelLoader
 from handlers.contract import JSON
 from handlers.model_card import METADATA_FILE, ModelCard
 from model import archive
-from tests.conftest import REPO
+from tests.conftest import MODEL_CONFIG, PROBABILITY_ATOL, REPO
 
 
 @dataclass
@@ -69,9 +69,7 @@ def worker(tiny_artifacts, tmp_path_factory):
     """A Service for the tiny model, from a real .mar, with max_rows lowered to 20."""
     tmp = tmp_path_factory.mktemp("worker")
     config = tmp / "model-config.yaml"
-    config.write_text(
-        (REPO / "serve_config/model-config.yaml").read_text().replace("max_rows: 10000", "max_rows: 20")
-    )
+    config.write_text(MODEL_CONFIG.with_values(max_rows=20).to_yaml())
     mar = archive.archive(tiny_artifacts, tmp / "store", tmp / "build", config)
     model_dir = tmp / "model"
     zipfile.ZipFile(mar).extractall(model_dir)
@@ -80,7 +78,7 @@ def worker(tiny_artifacts, tmp_path_factory):
         metrics = MetricsCacheYamlImpl(config_file_path=str(REPO / "serve_config/metrics.yaml"))
         metrics.initialize_cache()
         service = TsModelLoader().load(
-            "tiny", str(model_dir), "tabular_handler.py", None, 8, None, True, metrics
+            "tiny", str(model_dir), "tabular_handler.py", None, MODEL_CONFIG.batch_size, None, True, metrics
         )
     finally:
         sys.path.remove(str(model_dir))
@@ -131,7 +129,7 @@ def test_batch_of_requests_each_get_their_own_answer(worker, tiny_artifacts, car
     assert len(got) == 6
     for p, e in zip(got, expected):
         assert list(p["probabilities"]) == list(card.class_names)
-        assert torch.allclose(torch.tensor(list(p["probabilities"].values())), e, atol=1e-6)
+        assert torch.allclose(torch.tensor(list(p["probabilities"].values())), e, atol=PROBABILITY_ATOL)
         assert p["label"] == card.class_names[int(e.argmax())]
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
@@ -143,7 +141,7 @@ def test_a_bad_request_fails_alone_in_its_batch(worker, rows):
     )
     assert [a.status for a in answers] == [200, 400, 415, 200, 413]
     first, fourth = (a.json()["predictions"][0]["probabilities"] for a in (answers[0], answers[3]))
-    assert first == pytest.approx(fourth, abs=1e-6)  # BLAS rounding may differ by batch position
+    assert first == pytest.approx(fourth, abs=PROBABILITY_ATOL)  # BLAS rounding may differ by batch position
     assert answers[1].json() == {
         "code": 400,
         "type": "wrong_shape",
@@ -193,6 +191,6 @@ def test_tampered_model_keeps_the_worker_from_loading(tiny_artifacts, tmp_path):
     sys.path.insert(0, str(model_dir))
     try:
         with pytest.raises(ValueError, match="sha256 .* does not match"):
-            TsModelLoader().load("tiny", str(model_dir), "tabular_handler.py", None, 8)
+            TsModelLoader().load("tiny", str(model_dir), "tabular_handler.py", None, MODEL_CONFIG.batch_size)
     finally:
         sys.path.remove(str(model_dir))

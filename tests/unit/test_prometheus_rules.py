@@ -1,16 +1,13 @@
-"""The Prometheus files in serve_config/ pass promtool, every rule has a promtool unit test,
-and the dashboard and README cover every metric. promtool comes with the Debian package
-`prometheus` that `make test` installs: these tests fail, not skip, without it."""
+"""Every rule has a promtool unit test, the alerts cover what must page, and the dashboard
+and README cover every metric. Running promtool itself needs the Debian package
+`prometheus`: that is tests/integration/test_promtool.py, not this tier."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from handlers.telemetry import PREFIX, Telemetry
@@ -18,15 +15,8 @@ from tests.conftest import REPO
 
 SERVE_CONFIG = REPO / "serve_config"
 RULES = sorted((SERVE_CONFIG / "rules").glob("*.yml"))
-PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*.yml"))
+PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*.yml"))  # run by tests/integration/test_promtool.py
 DASHBOARDS = sorted((SERVE_CONFIG / "grafana" / "dashboards").glob("*.json"))
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    exe = shutil.which("promtool")
-    if exe is None:
-        pytest.fail("promtool is not installed: run the tests through 'make test' (it installs prometheus)")
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, cwd=REPO)
 
 
 def rules(kind: str) -> dict[str, str]:
@@ -42,24 +32,6 @@ def rules(kind: str) -> dict[str, str]:
 
 def dashboard_exprs() -> list[str]:
     return [t["expr"] for d in DASHBOARDS for p in json.loads(d.read_text())["panels"] for t in p.get("targets", [])]
-
-
-def test_prometheus_config_is_valid():
-    out = promtool("check", "config", str(SERVE_CONFIG / "prometheus.yml"))
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert f"{len(RULES)} rule files found" in out.stdout + out.stderr
-
-
-def test_rule_files_are_valid():
-    assert len(RULES) >= 2
-    out = promtool("check", "rules", *map(str, RULES))
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_promtool_unit_tests_pass():
-    assert PROMTOOL_TESTS
-    out = promtool("test", "rules", *map(str, PROMTOOL_TESTS))
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_every_rule_has_a_promtool_test():
@@ -83,16 +55,16 @@ def test_dashboard_shows_every_required_view_from_the_one_datasource():
     assert DASHBOARDS
     text = " ".join(dashboard_exprs())
     for needed in (
-        "tabular_requests_total",  # request rate, error ratio by status
-        "histogram_quantile(0.50, sum by (le) (rate(tabular_handler_seconds_bucket",
-        "histogram_quantile(0.95, sum by (le) (rate(tabular_handler_seconds_bucket",
-        "histogram_quantile(0.99, sum by (le) (rate(tabular_handler_seconds_bucket",
+        f"{PREFIX}_requests_total",  # request rate, error ratio by status
+        f"histogram_quantile(0.50, sum by (le) (rate({PREFIX}_handler_seconds_bucket",
+        f"histogram_quantile(0.95, sum by (le) (rate({PREFIX}_handler_seconds_bucket",
+        f"histogram_quantile(0.99, sum by (le) (rate({PREFIX}_handler_seconds_bucket",
         "ts_queue_latency_microseconds",
-        "tabular_batch_rows_bucket",
-        "tabular_predictions_total",
-        "tabular_feature_out_of_range_total",
-        "tabular_worker_cpu_seconds_total",
-        "tabular_worker_resident_memory_bytes",
+        f"{PREFIX}_batch_rows_bucket",
+        f"{PREFIX}_predictions_total",
+        f"{PREFIX}_feature_out_of_range_total",
+        f"{PREFIX}_worker_cpu_seconds_total",
+        f"{PREFIX}_worker_resident_memory_bytes",
     ):
         assert needed in text, needed
     for path in DASHBOARDS:

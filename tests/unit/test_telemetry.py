@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import requests
 import torch
@@ -17,9 +18,10 @@ from prometheus_client import CollectorRegistry, values
 
 from handlers.contract import Parsed, RequestError
 from handlers.model_card import ModelCard
-from handlers.telemetry import LATENCY_BUCKETS, Telemetry, class_counts, out_of_range_counts
+from handlers.telemetry import LATENCY_BUCKETS, PREFIX, Telemetry, class_counts, out_of_range_counts
 from servectl import exporter
-from servectl.settings import MODEL_METRICS_KEY, ServeSettings
+from servectl.settings import MODEL_METRICS_DEFAULT, MODEL_METRICS_KEY, ServeSettings
+from servectl.waiting import wait_for
 
 LABELS = {"model_name": "m", "model_version": "1.0"}
 
@@ -42,7 +44,8 @@ def card(**changes) -> ModelCard:
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, {**LABELS, **labels})
+    """A sample of the metric ``<PREFIX>_<name>`` (the prefix is handlers.telemetry's)."""
+    return registry.get_sample_value(f"{PREFIX}_{name}", {**LABELS, **labels})
 
 
 def test_latency_buckets_resolve_50_microseconds_to_seconds():
@@ -70,17 +73,17 @@ def test_out_of_range_counts_per_feature_and_side():
 def test_scored_counts_rows_classes_and_drift():
     telemetry = Telemetry("m", "1.0", card())
     reg = telemetry.registry
-    assert sample(reg, "tabular_rows_total") == 0  # every series exists from the start
-    assert sample(reg, "tabular_feature_out_of_range_total", feature="c", direction="above") == 0
+    assert sample(reg, "rows_total") == 0  # every series exists from the start
+    assert sample(reg, "feature_out_of_range_total", feature="c", direction="above") == 0
     with torch.inference_mode():  # as in the handler
         x = torch.tensor([[0.5, 0.0, 0.0], [2.0, 0.0, 9.0], [-1.0, 5.0, 9.0], [0.5, -2.0, 0.0]])
         probabilities = torch.tensor([[0.1, 0.8, 0.1], [0.6, 0.2, 0.2], [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]])
     telemetry.scored(x, probabilities)
     telemetry.scored(x[:1], probabilities[:1])
-    assert sample(reg, "tabular_rows_total") == 5
-    assert [sample(reg, "tabular_predictions_total", predicted_class=c) for c in "xyz"] == [1, 4, 0]
+    assert sample(reg, "rows_total") == 5
+    assert [sample(reg, "predictions_total", predicted_class=c) for c in "xyz"] == [1, 4, 0]
     drift = {
-        (f, d): sample(reg, "tabular_feature_out_of_range_total", feature=f, direction=d)
+        (f, d): sample(reg, "feature_out_of_range_total", feature=f, direction=d)
         for f in "abc"
         for d in ("below", "above")
     }
@@ -89,16 +92,16 @@ def test_scored_counts_rows_classes_and_drift():
         ("b", "below"): 1, ("b", "above"): 1,
         ("c", "below"): 0, ("c", "above"): 2,
     }  # fmt: skip
-    assert sample(reg, "tabular_batch_rows_count") == 2 and sample(reg, "tabular_batch_rows_sum") == 5
-    assert sample(reg, "tabular_batch_rows_bucket", le="4.0") == 2  # 4 rows, then 1
-    assert sample(reg, "tabular_batch_rows_bucket", le="2.0") == 1
+    assert sample(reg, "batch_rows_count") == 2 and sample(reg, "batch_rows_sum") == 5
+    assert sample(reg, "batch_rows_bucket", le="4.0") == 2  # 4 rows, then 1
+    assert sample(reg, "batch_rows_bucket", le="2.0") == 1
 
 
 def test_batch_counts_statuses_rejections_and_times():
     telemetry = Telemetry("m", "1.0", card())
     reg = telemetry.registry
     for code in ("200", "400", "413", "415"):
-        assert sample(reg, "tabular_requests_total", code=code) == 0
+        assert sample(reg, "requests_total", code=code) == 0
     parsed = [
         Parsed(torch.zeros(1, 3)),
         RequestError(400, "invalid_json", "x"),
@@ -109,20 +112,20 @@ def test_batch_counts_statuses_rejections_and_times():
     ]
     started = time.perf_counter()
     parsed_at = started + 0.00018  # inside the 0.0002 bucket whatever the float rounding
-    time.sleep(0.001)
+    time.sleep(0.001)  # not a wait: plants a handler duration of at least 1 ms for the assertion below
     telemetry.batch(parsed, started, parsed_at)
-    assert sample(reg, "tabular_requests_total", code="200") == 2
-    assert sample(reg, "tabular_requests_total", code="400") == 3
-    assert sample(reg, "tabular_requests_total", code="415") == 1
-    rejected = {t: sample(reg, "tabular_rejected_requests_total", error_type=t) for t in
+    assert sample(reg, "requests_total", code="200") == 2
+    assert sample(reg, "requests_total", code="400") == 3
+    assert sample(reg, "requests_total", code="415") == 1
+    rejected = {t: sample(reg, "rejected_requests_total", error_type=t) for t in
                 ("invalid_json", "unsupported_media_type", "wrong_shape")}  # fmt: skip
     assert rejected == {"invalid_json": 2, "unsupported_media_type": 1, "wrong_shape": 1}
-    assert sample(reg, "tabular_preprocess_seconds_sum") == pytest.approx(0.00018)
-    assert sample(reg, "tabular_preprocess_seconds_bucket", le="0.0002") == 1
-    assert sample(reg, "tabular_preprocess_seconds_bucket", le="0.0001") == 0
-    assert sample(reg, "tabular_handler_seconds_sum") >= 0.001
-    assert sample(reg, "tabular_handler_seconds_count") == 1
-    assert sample(reg, "tabular_batch_requests_sum") == 6
+    assert sample(reg, "preprocess_seconds_sum") == pytest.approx(0.00018)
+    assert sample(reg, "preprocess_seconds_bucket", le="0.0002") == 1
+    assert sample(reg, "preprocess_seconds_bucket", le="0.0001") == 0
+    assert sample(reg, "handler_seconds_sum") >= 0.001
+    assert sample(reg, "handler_seconds_count") == 1
+    assert sample(reg, "batch_requests_sum") == 6
 
 
 def record_in_a_worker_process(multiproc_dir, n: int) -> int:
@@ -150,14 +153,14 @@ def test_exporter_merges_what_worker_processes_wrote(tmp_path):
     assert [os.waitpid(pid, 0)[1] for pid in pids] == [0, 0]
     assert len(list(tmp_path.glob("counter_*.db"))) == 2
     reg = exporter.registry(tmp_path, None)
-    assert sample(reg, "tabular_rows_total") == 7
-    assert sample(reg, "tabular_predictions_total", predicted_class="z") == 7
-    assert sample(reg, "tabular_feature_out_of_range_total", feature="c", direction="above") == 2
-    assert sample(reg, "tabular_rejected_requests_total", error_type="invalid_json") == 2
-    assert sample(reg, "tabular_requests_total", code="200") == 2
-    assert sample(reg, "tabular_handler_seconds_count") == 2
-    assert sample(reg, "tabular_batch_rows_bucket", le="4.0") == 2  # merged buckets are cumulative
-    assert sample(reg, "tabular_batch_rows_bucket", le="2.0") == 0
+    assert sample(reg, "rows_total") == 7
+    assert sample(reg, "predictions_total", predicted_class="z") == 7
+    assert sample(reg, "feature_out_of_range_total", feature="c", direction="above") == 2
+    assert sample(reg, "rejected_requests_total", error_type="invalid_json") == 2
+    assert sample(reg, "requests_total", code="200") == 2
+    assert sample(reg, "handler_seconds_count") == 2
+    assert sample(reg, "batch_rows_bucket", le="4.0") == 2  # merged buckets are cumulative
+    assert sample(reg, "batch_rows_bucket", le="2.0") == 0
 
 
 def test_worker_collector_says_when_the_management_api_is_unreachable():
@@ -165,8 +168,8 @@ def test_worker_collector_says_when_the_management_api_is_unreachable():
 
     reg = CollectorRegistry()
     reg.register(exporter.WorkerCollector(f"http://127.0.0.1:{free_ports(1)[0]}", "m", timeout=0.5))
-    assert reg.get_sample_value("tabular_management_up", {"model_name": "m"}) == 0
-    assert reg.get_sample_value("tabular_workers", {**LABELS, "status": "READY"}) is None
+    assert reg.get_sample_value(f"{PREFIX}_management_up", {"model_name": "m"}) == 0
+    assert reg.get_sample_value(f"{PREFIX}_workers", {**LABELS, "status": "READY"}) is None
 
 
 def test_process_usage_of_a_live_and_a_gone_process():
@@ -179,9 +182,10 @@ def test_process_usage_of_a_live_and_a_gone_process():
 
 def test_each_instance_gets_its_own_exporter_port_and_torchserve_never_sees_the_key(tmp_path):
     base = ServeSettings.load("m", run_dir=tmp_path)
-    assert base.model_metrics.url == "http://127.0.0.1:8083"
+    shipped = base.model_metrics.port
+    assert base.model_metrics.url == base.properties.get(MODEL_METRICS_KEY, MODEL_METRICS_DEFAULT)
     three = base.with_ports(9100, 9101, 9102)  # how older callers call it
-    assert three.model_metrics.port not in (8083, 9100, 9101, 9102, 0)
+    assert three.model_metrics.port not in (shipped, 9100, 9101, 9102, 0)
     assert {three.model_metrics.port} & {int(three.properties["grpc_inference_port"]),
                                          int(three.properties["grpc_management_port"])} == set()  # fmt: skip
     four = base.with_ports(9100, 9101, 9102, model_metrics=9103, host="127.0.0.2")
@@ -209,18 +213,16 @@ def serving(port: int) -> bool:
         return False
 
 
-def wait_for(check, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def group_members(pgid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    """Live (non-zombie) processes of the group ``pgid``, via psutil (no `ps` needed)."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return members
 
 
 @pytest.mark.parametrize("how", ["the group is stopped", "the server dies alone"])
@@ -231,8 +233,10 @@ def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
     port = free_ports(1)[0]
     proc = launch(tmp_path, port, "/bin/sleep", "60")
     try:
-        wait_for(lambda: serving(port), "the exporter to answer")
-        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"/bin/sleep")  # exec kept the pid
+        wait_for(lambda: serving(port), timeout=20, what="the exporter to answer")
+        # the launcher execs the server (same pid) while its forked child starts serving: either may come first
+        wait_for(lambda: Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"/bin/sleep"), timeout=10,
+                 what="the launcher to exec the server, keeping its pid")
         members = group_members(proc.pid)
         assert proc.pid in members and len(members) == 2  # the server and the exporter
         if how == "the group is stopped":
@@ -240,7 +244,7 @@ def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
         else:
             proc.kill()
             proc.wait()
-        wait_for(lambda: not group_members(proc.pid), "the exporter to exit")
+        wait_for(lambda: not group_members(proc.pid), timeout=20, what="the exporter to exit")
         assert not serving(port)
     finally:
         if group_members(proc.pid):
