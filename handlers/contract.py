@@ -244,7 +244,7 @@ def parse_v2(doc: dict, schema: Schema, suspect: bool = True) -> Parsed:
         if key not in tensor:
             raise bad("missing_field", f"inputs[0]: missing field {key!r}")
     datatype = tensor["datatype"]
-    if datatype not in V2_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:  # a list or object is unhashable
         raise bad(
             "invalid_request",
             f"inputs[0].datatype: {datatype!r} is not a numeric type; use FP32",
