@@ -24,15 +24,21 @@ class Responder:
         class_ids = probabilities.argmax(dim=1).tolist()
         if parsed.protocol == "v2":
             return self._v2(parsed, probabilities, class_ids)
-        names = self.class_names
         return {
             "model_name": self.model_name,
             "model_version": self.model_version,
-            "predictions": [
-                {"label": names[c], "class_id": c, "probabilities": dict(zip(names, row))}
-                for c, row in zip(class_ids, probabilities.tolist())
-            ],
+            "predictions": self.predictions(probabilities, class_ids),
         }
+
+    def predictions(self, probabilities: torch.Tensor, class_ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """One ``{"label", "class_id", "probabilities"}`` object per row."""
+        if class_ids is None:
+            class_ids = probabilities.argmax(dim=1).tolist()
+        names = self.class_names
+        return [
+            {"label": names[c], "class_id": c, "probabilities": dict(zip(names, row))}
+            for c, row in zip(class_ids, probabilities.tolist())
+        ]
 
     def _v2(self, parsed: Parsed, probabilities: torch.Tensor, class_ids: list[int]) -> dict[str, Any]:
         n, c = probabilities.shape
