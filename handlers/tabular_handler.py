@@ -33,7 +33,13 @@ from handlers.contract import (
     parse_request,
     unsupported,
 )
-from handlers.contract.envelopes import enveloped_error, enveloped_output, parse_enveloped, service_envelope
+from handlers.contract.envelopes import (
+    enveloped_error,
+    enveloped_output,
+    forget_envelope_state,
+    parse_enveloped,
+    service_envelope,
+)
 from handlers.load_status import write_refusal
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers.telemetry import Telemetry
@@ -71,7 +77,7 @@ class TabularHandler(BaseHandler):
             self.envelope or "none",
         )
 
-    def handle(self, data: list[dict], context: Any) -> list[bytes]:
+    def handle(self, data: Any, context: Any) -> list[Any]:
         self.context = context
         if self.envelope is not None:
             return self.handle_enveloped(data, context)
@@ -116,7 +122,7 @@ class TabularHandler(BaseHandler):
         self.telemetry.scored(x, probabilities)
         return probabilities.split([p.rows.shape[0] for p in valid])
 
-    def handle_enveloped(self, data: Any, context: Any) -> list:
+    def handle_enveloped(self, data: Any, context: Any) -> list[Any]:
         """One request (what the envelope decoded from the batch's first) in, the outputs
         the envelope wraps out; a bad request raises PredictionException with its 4xx."""
         started = time.perf_counter()
@@ -136,7 +142,7 @@ class TabularHandler(BaseHandler):
         (probabilities,) = self.score([parsed])
         context.set_response_content_type(0, JSON)
         context.set_response_header(0, "X-Model-Version", self.responder.model_version)
-        outputs = enveloped_output(self.envelope, self.responder.predictions(probabilities), probabilities)
+        outputs = enveloped_output(self.envelope, probabilities, self.responder)
         self.telemetry.batch([parsed], started, parsed_at)
         return outputs
 
@@ -174,15 +180,6 @@ def set_torch_threads(value: Any) -> None:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # only settable once per process, before any inter-op work
             logger.warning("inter-op threads already fixed at %d", torch.get_num_interop_threads())
-
-
-def forget_envelope_state(context: Any) -> None:
-    """The v2 envelope keeps the request's id and input names on the shared context until it
-    formats an answer; a raised error skips that, and the next request without an id would
-    be answered with this one's. Drop them here."""
-    for name in ("input_request_id", "input_names"):
-        if hasattr(context, name):
-            delattr(context, name)
 
 
 def quiet_per_batch_log(record: logging.LogRecord) -> bool:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from handlers.contract.instances import rows_from_instances
+from handlers.contract.responses import Responder
 from handlers.contract.v2 import parse_v2
 from handlers.contract.validation import Parsed, RequestError, Schema, bad
 
@@ -74,7 +75,7 @@ def enveloped_error(error: RequestError) -> RequestError:
     return error
 
 
-def enveloped_output(envelope: str, predictions: list[dict[str, Any]], probabilities: torch.Tensor) -> list:
+def enveloped_output(envelope: str, probabilities: torch.Tensor, responder: Responder) -> list[Any]:
     """The handler's outputs for one request, in the form the envelope wraps.
 
     v1: one prediction object per instance, as in this server's own answer. v2: one output
@@ -82,5 +83,14 @@ def enveloped_output(envelope: str, predictions: list[dict[str, Any]], probabili
     flattens it, row after row, and labels it FP32).
     """
     if envelope == KSERVE_V1:
-        return predictions
+        return responder.predictions(probabilities)
     return [np.ascontiguousarray(probabilities.numpy(), dtype=np.float32)]
+
+
+def forget_envelope_state(context: Any) -> None:
+    """The v2 envelope keeps the request's id and input names on the worker's context until
+    it formats an answer; a raised error skips that, and the next request without an id
+    would be answered with this one's. Drop them before raising."""
+    for name in ("input_request_id", "input_names"):
+        if hasattr(context, name):
+            delattr(context, name)

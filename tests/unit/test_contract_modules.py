@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import handlers.contract as contract
-from handlers.contract import RequestError, Schema
+from handlers.contract import RequestError, Responder, Schema
 from handlers.contract.envelopes import (
     KSERVE_V1,
     KSERVE_V2,
@@ -93,8 +93,11 @@ def test_too_many_rows_is_a_400_under_an_envelope():
 
 def test_envelope_outputs():
     probabilities = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
-    predictions = [{"label": "b"}, {"label": "a"}]
-    assert enveloped_output(KSERVE_V1, predictions, probabilities) is predictions
-    (output,) = enveloped_output(KSERVE_V2, predictions, probabilities)
+    responder = Responder("m", "1", ("a", "b"))
+    assert enveloped_output(KSERVE_V1, probabilities, responder) == [
+        {"label": "b", "class_id": 1, "probabilities": {"a": 0.25, "b": 0.75}},
+        {"label": "a", "class_id": 0, "probabilities": {"a": 0.5, "b": 0.5}},
+    ]
+    (output,) = enveloped_output(KSERVE_V2, probabilities, responder)
     assert isinstance(output, np.ndarray) and output.dtype == np.float32 and output.shape == (2, 2)
     assert output.tolist() == probabilities.tolist()
