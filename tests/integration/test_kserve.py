@@ -103,7 +103,7 @@ def start_from_layout(envelope: str, card: ModelCard, tmp: Path) -> Iterator[KSe
 def ready(server: KServeTorchServe, proc: subprocess.Popen) -> bool:
     """minWorkers READY in the management API (``/ping`` says Healthy while workers crash-loop)."""
     if proc.poll() is not None:
-        raise RuntimeError(f"TorchServe exited during start-up with {proc.returncode}")
+        raise RuntimeError(f"TorchServe exited during start-up with {proc.returncode}: see torchserve.out and logs/")
     resp = requests.get(f"{server.management}/models/{server.model_name}", timeout=2)
     if resp.status_code != 200:
         return False
