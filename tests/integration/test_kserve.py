@@ -94,16 +94,16 @@ def start_from_layout(envelope: str, card: ModelCard, tmp: Path) -> Iterator[KSe
     )
     try:
         what = f"{card.model_name} READY under TS_SERVICE_ENVELOPE={envelope}"
-        wait_for(lambda: ready(server, proc), 120, what, interval=0.25, retry_on=(requests.RequestException,))
+        wait_for(lambda: ready(server, proc, run), 120, what, interval=0.25, retry_on=(requests.RequestException,))
         yield server
     finally:
         stop_group(proc.pid)
 
 
-def ready(server: KServeTorchServe, proc: subprocess.Popen) -> bool:
+def ready(server: KServeTorchServe, proc: subprocess.Popen, run: Path) -> bool:
     """minWorkers READY in the management API (``/ping`` says Healthy while workers crash-loop)."""
     if proc.poll() is not None:
-        raise RuntimeError(f"TorchServe exited during start-up with {proc.returncode}: see torchserve.out and logs/")
+        raise RuntimeError(f"TorchServe exited during start-up with {proc.returncode}: see {run}/torchserve.out")
     resp = requests.get(f"{server.management}/models/{server.model_name}", timeout=2)
     if resp.status_code != 200:
         return False
