@@ -58,7 +58,7 @@ artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/expor
 
 archive: $(MAR) ## script the model and package model_store/NAME.mar (VERSION=x.y)
 
-$(MAR): artifacts/metadata.json model/archive.py $(wildcard handlers/*.py) serve_config/model-config.yaml
+$(MAR): artifacts/metadata.json model/archive.py $(wildcard handlers/*.py handlers/*/*.py) serve_config/model-config.yaml
 	$(PY) -m model.archive
 
 serve: $(MAR) ## set up, train, archive and serve in the foreground (Ctrl-C stops)

@@ -4,6 +4,11 @@ Thin on purpose: parsing, validation and response shaping live in
 ``handlers.contract``; this class wires them to TorchServe's batch interface. Each
 request in a batch is parsed on its own, the valid rows of all of them go through one
 forward pass, and a bad request gets its own 4xx while the others get their answers.
+
+Under KServe's TorchServe runtime the handler runs inside TorchServe's ``kserve`` or
+``kservev2`` service envelope (``handlers.contract.envelopes``): it takes what the
+envelope decoded, returns what the envelope wraps, and refuses bad input by raising
+``PredictionException`` with the 4xx, the one way an envelope lets a handler set a status.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
+from ts.utils.util import PredictionException
 
 from handlers.contract import (
     JSON,
@@ -27,8 +33,16 @@ from handlers.contract import (
     parse_request,
     unsupported,
 )
+from handlers.contract.envelopes import (
+    enveloped_error,
+    enveloped_output,
+    forget_envelope_state,
+    parse_enveloped,
+    service_envelope,
+)
 from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation
-from handlers.model_card import METADATA_FILE, ModelCard
+from handlers.load_status import write_refusal
+from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -37,14 +51,11 @@ INTERNAL_ERROR = RequestError(500, "internal_error", "the server failed to read 
 
 class TabularHandler(BaseHandler):
     def initialize(self, context: Any) -> None:
-        # one intra-op thread per worker: workers, not threads, use the cores
-        torch.set_num_threads(1)
-        model_dir = context.system_properties["model_dir"]
-        card = ModelCard.load(os.path.join(model_dir, METADATA_FILE))
-        serialized = context.manifest["model"]["serializedFile"]
-        card.verify_model_file(os.path.join(model_dir, serialized))
-        super().initialize(context)
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
+        set_torch_threads(settings.get("torch_threads", 1))
+        self.envelope = service_envelope()
+        card = checked_card(context)
+        super().initialize(context)
         self.card = card
         self.schema = Schema(card.feature_names, max_rows=int(settings.get("max_rows", 10_000)))
         self.responder = Responder(
@@ -63,15 +74,19 @@ class TabularHandler(BaseHandler):
         logging.getLogger().addFilter(quiet_per_batch_log)
         gc.freeze()  # model, modules, card live as long as the worker: no collection rescans them
         logger.info(
-            "loaded %s %s: %d features, classes %s",
+            "loaded %s %s: %d features, classes %s, %d torch threads, envelope %s",
             context.model_name,
             self.responder.model_version,
             card.n_features,
             card.class_names,
+            torch.get_num_threads(),
+            self.envelope or "none",
         )
 
-    def handle(self, data: list[dict], context: Any) -> list[bytes]:
+    def handle(self, data: Any, context: Any) -> list[Any]:
         self.context = context
+        if self.envelope is not None:
+            return self.handle_enveloped(data, context)
         if self._is_describe():
             return [self.describe_handle()]
         started = time.perf_counter()
@@ -96,13 +111,7 @@ class TabularHandler(BaseHandler):
 
     def answer(self, parsed: list[Parsed | ExplanationRequest | RequestError], context: Any) -> list[bytes]:
         valid = [p for p in parsed if isinstance(p, Parsed)]
-        outputs: list[torch.Tensor] = []
-        if valid:
-            with torch.inference_mode():
-                x = torch.cat([p.rows for p in valid]) if len(valid) > 1 else valid[0].rows
-                probabilities = torch.softmax(self.model(x), dim=1)
-            self.telemetry.scored(x, probabilities)
-            outputs = list(probabilities.split([p.rows.shape[0] for p in valid]))
+        outputs = list(self.score(valid)) if valid else []
         responses = []
         it = iter(outputs)
         explained = iter(self.explainer.explain([p for p in parsed if isinstance(p, ExplanationRequest)]))
@@ -118,11 +127,72 @@ class TabularHandler(BaseHandler):
                 responses.append(encode(self.responder.body(p, next(it))))
         return responses
 
+    def score(self, valid: list[Parsed]) -> tuple[torch.Tensor, ...]:
+        """One forward pass over the rows of every valid request; probabilities per request."""
+        with torch.inference_mode():
+            x = torch.cat([p.rows for p in valid]) if len(valid) > 1 else valid[0].rows
+            probabilities = torch.softmax(self.model(x), dim=1)
+        self.telemetry.scored(x, probabilities)
+        return probabilities.split([p.rows.shape[0] for p in valid])
+
+    def handle_enveloped(self, data: Any, context: Any) -> list[Any]:
+        """One request (what the envelope decoded from the batch's first) in, the outputs
+        the envelope wraps out; a bad request raises PredictionException with its 4xx."""
+        started = time.perf_counter()
+        try:
+            parsed: Parsed | RequestError = parse_enveloped(data, self.envelope, self.schema)
+        except RequestError as exc:
+            parsed = exc
+        except Exception:
+            logger.exception("unexpected error reading an enveloped request")
+            parsed = INTERNAL_ERROR
+        parsed_at = time.perf_counter()
+        if isinstance(parsed, RequestError):
+            error = enveloped_error(parsed)
+            self.telemetry.batch([error], started, parsed_at)
+            forget_envelope_state(context)
+            raise PredictionException(f"{error.type}: {error.message}", error.status)
+        (probabilities,) = self.score([parsed])
+        context.set_response_content_type(0, JSON)
+        context.set_response_header(0, "X-Model-Version", self.responder.model_version)
+        outputs = enveloped_output(self.envelope, probabilities, self.responder)
+        self.telemetry.batch([parsed], started, parsed_at)
+        return outputs
+
     def describe_handle(self) -> str:
         """The model card for ``GET /models/<name>?customized=true``."""
         card = self.card.to_dict()
         card["serving"] = {"max_rows": self.schema.max_rows, "version": self.responder.model_version}
         return encode(card).decode()
+
+
+def checked_card(context: Any) -> ModelCard:
+    """The model card, after checking the model file against its sha256. A refusal is
+    written where servectl looks (handlers.load_status) before it is raised, so servectl
+    can say why at once instead of waiting out the worker's retries."""
+    model_dir = context.system_properties["model_dir"]
+    try:
+        card = ModelCard.load(os.path.join(model_dir, METADATA_FILE))
+        card.verify_model_file(os.path.join(model_dir, context.manifest["model"]["serializedFile"]))
+    except ModelCardError as exc:
+        write_refusal(context.model_name, str(exc))
+        raise
+    return card
+
+
+def set_torch_threads(value: Any) -> None:
+    """Intra-op threads per worker from model-config.yaml's ``handler.torch_threads``, the one
+    place this is set: a deployment gives each pod workers x torch_threads CPUs. Inter-op
+    threads stay at 1: the scripted model forks no parallel ops, so a wider inter-op pool
+    would only add idle threads to every worker."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"handler.torch_threads in model-config.yaml: expected a positive integer, got {value!r}")
+    torch.set_num_threads(value)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # only settable once per process, before any inter-op work
+            logger.warning("inter-op threads already fixed at %d", torch.get_num_interop_threads())
 
 
 def quiet_per_batch_log(record: logging.LogRecord) -> bool:

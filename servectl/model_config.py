@@ -36,6 +36,8 @@ class ModelConfig:
     startup_timeout_s: int = field(metadata={"key": "startupTimeout"})
     max_retry_timeout_s: int = field(metadata={"key": "maxRetryTimeoutInSec"})
     max_rows: int = field(metadata={"key": "handler.max_rows"})
+    torch_threads: int = field(metadata={"key": "handler.torch_threads"})
+    explain_max_rows: int = field(metadata={"key": "handler.explain.max_rows"})
     # the whole document, so that to_yaml() keeps keys not typed above
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

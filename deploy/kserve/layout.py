@@ -7,7 +7,10 @@
 InferenceService's ``storageUri`` names (KServe mounts it at /mnt/models).
 The config starts from serve_config/config.properties (security settings, limits) and
 changes only what KServe's runtime needs: its ports, the mounted store, the model snapshot
-its wrapper reads the model name from, and env-var config (it sets the envelope that way).
+its wrapper reads the model name from, env-var config (it sets the envelope that way:
+``TS_SERVICE_ENVELOPE=kserve`` for protocol v1, ``kservev2`` for v2) and one request per
+batch, all the envelopes handle. Threads per worker come from the .mar itself
+(model-config.yaml's ``handler.torch_threads``), so nothing here sets them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ KSERVE_KEYS = {
     "allowed_urls": r"file://.*/model-store/.*\\.mar",
     "enable_envvars_config": "true",
 }
+ENVELOPE_BATCH_SIZE = 1
 # Keys that point into this repo, or are servectl's own (the model-metrics exporter is
 # started by servectl, which KServe's image does not run): no meaning there.
 DROPPED = ("metrics_config", "load_models", "model_metrics_address")
@@ -51,7 +55,11 @@ def kserve_properties(card: ModelCard, mar_name: str) -> dict[str, str]:
     version = {
         "defaultVersion": True,
         "marName": mar_name,
-        **{k: model_config[k] for k in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout")},
+        **{k: model_config[k] for k in ("minWorkers", "maxWorkers", "maxBatchDelay", "responseTimeout")},
+        # KServe's envelopes read only the first request of a batch and return one answer:
+        # TorchServe fails a batch of two or more with 503 (handlers/contract/envelopes.py).
+        # The snapshot's value overrides the batchSize packed in the .mar.
+        "batchSize": ENVELOPE_BATCH_SIZE,
     }
     snapshot = {"name": "startup.cfg", "modelCount": 1, "models": {card.model_name: {card.version: version}}}
     props["model_snapshot"] = json.dumps(snapshot, separators=(",", ":"))

@@ -37,6 +37,13 @@ def test_the_four_services_with_pinned_images(services):
         assert ":" in image and not image.endswith((":latest", ":main")) and any(c.isdigit() for c in image.split(":")[1])
 
 
+def test_the_cpu_limit_is_workers_times_torch_threads(services):
+    config = yaml.safe_load((SERVE_CONFIG / "model-config.yaml").read_text())
+    torchserve = services["torchserve"]
+    assert float(torchserve["deploy"]["resources"]["limits"]["cpus"]) == config["minWorkers"] * config["handler"]["torch_threads"]
+    assert "OMP_NUM_THREADS" not in torchserve["environment"], "threads come from model-config.yaml"
+
+
 def test_only_the_proxy_and_the_dashboards_are_published_and_only_on_loopback(services):
     assert "ports" not in services["torchserve"], "TorchServe is reached through nginx only"
     published = {name: s.get("ports", []) for name, s in services.items()}

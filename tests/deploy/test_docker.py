@@ -87,6 +87,12 @@ def test_runtime_runs_as_non_root_with_tini_and_a_readiness_healthcheck():
     assert exposed == {"8080", "8082", "8083"}, "management (8081) is never exposed"
 
 
+def test_the_image_sets_no_thread_count():
+    """Threads per worker come from handler.torch_threads in model-config.yaml (in the .mar)."""
+    env = " ".join(args for instruction, args in dockerfile_instructions() if instruction == "ENV")
+    assert "MODEL_NAME=" in env and "OMP_NUM_THREADS" not in env
+
+
 def test_entrypoint_script_is_the_one_copied_and_executable():
     assert ENTRYPOINT.stat().st_mode & 0o111
     text = ENTRYPOINT.read_text()

@@ -73,12 +73,24 @@ def test_ports_are_inference_and_metrics_and_never_management(resources):
     assert image.management.port not in {p["port"] for p in resources["Service"]["spec"]["ports"]}
 
 
-def test_threads_times_workers_equal_the_cpu_limit(resources):
+def cpus_for_the_model() -> int:
+    """minWorkers x handler.torch_threads: the one place threads per worker are set."""
+    return MODEL_CONFIG.min_workers * MODEL_CONFIG.torch_threads
+
+
+def test_the_cpu_limit_is_workers_times_torch_threads(resources):
     c = container(resources)
     limits, requests = c["resources"]["limits"], c["resources"]["requests"]
     assert requests == limits, "Guaranteed QoS"
-    env = {e["name"]: e["value"] for e in c["env"]}
-    assert int(env["OMP_NUM_THREADS"]) * MODEL_CONFIG.min_workers == int(limits["cpu"])
+    assert int(limits["cpu"]) == cpus_for_the_model()
+    assert "OMP_NUM_THREADS" not in {e["name"] for e in c.get("env", [])}, "threads come from model-config.yaml"
+
+
+def test_the_kserve_cpu_limit_is_workers_times_torch_threads():
+    (isvc,) = load_yaml_docs(REPO / "deploy/kserve/inferenceservice.yaml")
+    model = isvc["spec"]["predictor"]["model"]
+    assert int(model["resources"]["limits"]["cpu"]) == cpus_for_the_model()
+    assert "OMP_NUM_THREADS" not in {e["name"] for e in model.get("env", [])}
 
 
 def test_hardened_pod_with_writable_run_dir(resources):

@@ -1,0 +1,110 @@
+"""The entry point: pick the parser from the content type and, for JSON, from the
+document's top-level field (``instances`` or ``inputs``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from handlers.contract.csv_rows import rows_from_csv
+from handlers.contract.instances import rows_from_instances
+from handlers.contract.npy_rows import rows_from_npy
+from handlers.contract.v2 import parse_v2
+from handlers.contract.validation import Parsed, RequestError, Schema, _kind, bad
+
+JSON = "application/json"
+CSV = "text/csv"
+NPY = "application/x-npy"
+ACCEPTED = (JSON, CSV, NPY)
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_request(body: Any, content_type: str | None, schema: Schema) -> Parsed:
+    """Dispatch on the content type. ``body`` is bytes, str, or JSON TorchServe decoded."""
+    kind = media_type(content_type)
+    if kind == JSON or kind.endswith("+json"):
+        return parse_json(body, schema)
+    if kind == CSV:
+        return Parsed(rows_from_csv(_text(body, "CSV"), schema))
+    if kind in (NPY, "application/npy"):
+        return Parsed(rows_from_npy(_bytes(body), schema))
+    raise unsupported(kind)
+
+
+def unsupported(content_type: str | None) -> RequestError:
+    """415 naming the accepted types (and the usual curl mistake)."""
+    kind = media_type(content_type)
+    hint = ""
+    if kind in ("application/x-www-form-urlencoded", ""):
+        hint = " (curl -d sends form data: add -H 'Content-Type: application/json')"
+    return bad(
+        "unsupported_media_type",
+        f"content type {kind or '(none)'!r} is not accepted; use one of {', '.join(ACCEPTED)}{hint}",
+        415,
+    )
+
+
+def _bytes(body: Any) -> bytes:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogateescape")
+    raise bad("invalid_request", "body: expected raw bytes")
+
+
+def _text(body: Any, what: str) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return _bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(f"invalid_{what.lower()}", f"body is not UTF-8 {what}: {exc}") from None
+
+
+def parse_json(body: Any, schema: Schema) -> Parsed:
+    raw: bytes | None = None
+    if isinstance(body, (bytes, bytearray, memoryview, str)):
+        raw = _bytes(body)
+        if not raw.strip():
+            raise bad("invalid_json", "body is empty; expected a JSON object")
+        try:
+            doc = orjson.loads(raw)  # fast; the stdlib below only words the error
+        except orjson.JSONDecodeError:
+            doc = _stdlib_json(raw)
+    else:
+        doc = body  # TorchServe already decoded it
+    return _parse_doc(doc, raw, schema)
+
+
+def _stdlib_json(raw: bytes) -> Any:
+    """Decode what orjson refused with the stdlib, for its precise error (or its wider
+    grammar: NaN, huge integers, other encodings), so answers match the stdlib's."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise bad("too_deep", "body: JSON nested too deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad("invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+def _parse_doc(doc: Any, raw: bytes | None, schema: Schema) -> Parsed:
+    # booleans parse as numbers in the fast path; only a body that spells one needs the walk
+    suspect = raw is None or b"true" in raw or b"false" in raw
+    if not isinstance(doc, dict):
+        raise bad(
+            "missing_field",
+            f"body: expected a JSON object with 'instances' or 'inputs', got {_kind(doc)}",
+        )
+    if "instances" in doc:
+        return Parsed(rows_from_instances(doc["instances"], schema, suspect))
+    if "inputs" in doc:
+        return parse_v2(doc, schema, suspect)
+    raise bad(
+        "missing_field",
+        "body: no 'instances' (rows or named features) or 'inputs' (Open Inference Protocol) field",
+    )

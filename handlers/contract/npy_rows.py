@@ -1,0 +1,33 @@
+"""``application/x-npy``: one 2-D array of real numbers, loaded without pickle."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from handlers.contract.validation import Schema, _checked, bad
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def rows_from_npy(raw: bytes, schema: Schema) -> torch.Tensor:
+    if not raw.startswith(NPY_MAGIC):
+        raise bad("invalid_npy", "body is not a .npy file (it lacks the \\x93NUMPY magic)")
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError, OSError, EOFError, ... for bad headers
+        raise bad("invalid_npy", f"body is not a valid .npy array: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise bad("invalid_npy", f"body: .npy dtype {arr.dtype} is not a real number type; use float32")
+    if arr.ndim != 2 or arr.shape[1] != schema.n_features:
+        raise bad(
+            "wrong_shape",
+            f"body: .npy shape {list(arr.shape)}, expected [rows, {schema.n_features}]",
+        )
+    schema.check_rows(arr.shape[0], "body")
+    names = schema.feature_names
+    if not arr.dtype.isnative:  # torch refuses big-endian arrays (a ValueError, then a 5xx)
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return _checked(arr, lambda i, j: f"rows[{i}][{j}] ({names[j]})")
