@@ -43,7 +43,7 @@ $(VENV)/.installed: requirements.lock
 # lock extra). Each add-on lock is constrained by requirements.lock, so whatever it shares with
 # the dev venv has the same version there (tests/deploy checks the serving lock against it).
 # pip-compile keeps a lock's existing pins; UPGRADE=1 moves the transitive ones to the newest.
-PIP_COMPILE := CUSTOM_COMPILE_COMMAND='make lock' $(VENV)/bin/pip-compile --quiet --allow-unsafe --strip-extras --no-emit-index-url \
+PIP_COMPILE := $(VENV)/bin/pip-compile --quiet --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links $(if $(UPGRADE),--upgrade)
 lock: $(VENV)/.installed ## regenerate every requirements*.lock from pyproject.toml (UPGRADE=1 for newer transitive pins)
 	$(PIP_COMPILE) $(addprefix --extra=,serve train client test lint lock) -o requirements.lock pyproject.toml
