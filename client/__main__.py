@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from client.api import Client, ClientConfig, PredictionError, Predictions
 
@@ -28,7 +29,7 @@ def table(result: Predictions) -> str:
     return "\n".join(lines)
 
 
-def rows_from_stdin(text: str):
+def rows_from_stdin(text: str) -> Any:
     doc = json.loads(text)
     return doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
 
