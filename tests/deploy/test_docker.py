@@ -149,6 +149,7 @@ def test_every_lock_is_compiled_from_pyproject_and_pins_its_direct_dependencies(
     assert {path.name for path in locks} >= {"requirements.lock", "requirements-serve.lock", "requirements-java.lock"}
     for path in locks:
         pins = locked(path)
+        assert not [name for name in pins if name.startswith("nvidia-")], f"{path.name}: a CUDA torch was locked"
         names = lock_extras(path)
         assert names and set(names) <= set(extras), f"{path.name}: extras {names}"
         for req in (Requirement(line) for name in names for line in extras[name]):
