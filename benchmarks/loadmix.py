@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -57,7 +58,7 @@ class Report:
     t0: float = 0.0  # time.monotonic() when the run started: Result.t counts from here
 
     @property
-    def statuses(self) -> Counter:
+    def statuses(self) -> Counter[int]:
         return Counter(r.status for r in self.results)
 
     @property
@@ -80,7 +81,7 @@ class Report:
             "max": round(float(lat.max()), 2)
         }
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         kinds = Counter(r.case.kind for r in self.results)
         return {
             "requests": len(self.results),
@@ -114,6 +115,7 @@ class Mix:
         rows = self.x[start : start + n]
         kind = rng.choice(("rows", "named", "csv", "csv_header", "npy", "v2", "v2_predict"))
         values = rows.tolist()
+        body: str | bytes
         if kind == "rows":
             body, ctype = json.dumps({"instances": values}), JSON
         elif kind == "named":
@@ -176,6 +178,7 @@ def check(case: Case, status: int, body: bytes, expected: np.ndarray, class_name
         return f"{case.kind}: answer is not JSON: {body[:200]!r}"
     if status != 200:
         return None if {"code", "type", "message"} <= set(doc) else f"{case.kind}: error body {doc}"
+    assert case.rows is not None, f"{case.kind}: a case that expects 200 names its reference rows"
     start, stop = case.rows
     if "outputs" in doc:
         out = {o["name"]: o for o in doc["outputs"]}["probabilities"]

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -30,7 +31,10 @@ from servectl.settings import REPO, ServeSettings, free_loopback_ports
 
 def processes(settings: ServeSettings) -> dict[str, psutil.Process]:
     """The Java frontend and each model worker of the instance, by role."""
-    pgid = os.getpgid(server.running_pid(settings))
+    pid = server.running_pid(settings)
+    if pid is None:
+        raise RuntimeError(f"soak: no TorchServe of {settings.model_name} is running")
+    pgid = os.getpgid(pid)
     found: dict[str, psutil.Process] = {}
     status = server.model_status(settings) or {}
     worker_pids = {w["pid"]: f"worker {w['id']}" for w in status.get("workers", [])}
@@ -49,6 +53,14 @@ def processes(settings: ServeSettings) -> dict[str, psutil.Process]:
     return found
 
 
+def worker_identities(settings: ServeSettings) -> list[tuple[int, str]]:
+    """(pid, start time) of each worker: a change over the soak means a worker restarted."""
+    status = server.model_status(settings)
+    if status is None:
+        raise RuntimeError(f"soak: the management API did not answer for {settings.model_name}")
+    return sorted((w["pid"], w["startTime"]) for w in status["workers"])
+
+
 def resources(settings: ServeSettings) -> dict[str, dict[str, float]]:
     out = {}
     for role, proc in sorted(processes(settings).items()):
@@ -57,7 +69,7 @@ def resources(settings: ServeSettings) -> dict[str, dict[str, float]]:
     return out
 
 
-def growth(start: dict, end: dict) -> dict[str, dict[str, float]]:
+def growth(start: dict[str, dict[str, float]], end: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """Relative growth (end / start - 1) per process and resource."""
     return {
         role: {k: round(end[role][k] / start[role][k] - 1, 3) for k in ("rss_mib", "fds") if start[role][k]}
@@ -66,7 +78,7 @@ def growth(start: dict, end: dict) -> dict[str, dict[str, float]]:
     }
 
 
-def per_minute(report: Report, seconds: float) -> list[dict]:
+def per_minute(report: Report, seconds: float) -> list[dict[str, Any]]:
     """One row per minute of the run; answers that arrive after the end count in the last."""
     rows = []
     minutes = max(1, math.ceil(seconds / 60))
@@ -99,7 +111,8 @@ def main() -> int:
     x, probs, features, classes, name = reference(str(REPO / "artifacts"))
     mix = Mix(x, features)
     run_dir = Path(tempfile.mkdtemp(prefix="soak-"))
-    settings = ServeSettings.load(name, run_dir=run_dir).with_ports(*free_loopback_ports(3))
+    inference, management, metrics = free_loopback_ports(3)
+    settings = ServeSettings.load(name, run_dir=run_dir).with_ports(inference, management, metrics)
     with open(run_dir / "torchserve.out", "ab") as log:
         proc = server.start(settings, stdout=log)
     try:
@@ -107,14 +120,14 @@ def main() -> int:
         url = settings.inference.url
         # the first requests allocate pools and caches: sample after a warm-up under the same load
         run(url, name, mix, probs, classes, seconds=args.warmup, connections=args.connections, seed=1)
-        workers_before = sorted((w["pid"], w["startTime"]) for w in server.model_status(settings)["workers"])
+        workers_before = worker_identities(settings)
         start = resources(settings)
         print(f"soak: {args.seconds:.0f} s, {args.connections} connections against {url}", flush=True)
         print("start:", json.dumps(start), flush=True)
         t0 = time.monotonic()
         report = run(url, name, mix, probs, classes, seconds=args.seconds, connections=args.connections, seed=2)
         end = resources(settings)
-        workers_after = sorted((w["pid"], w["startTime"]) for w in server.model_status(settings)["workers"])
+        workers_after = worker_identities(settings)
         elapsed = time.monotonic() - t0
     finally:
         server.stop(settings)

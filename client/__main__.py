@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from client.api import Client, ClientConfig, Explanations, PredictionError, Predictions
 
@@ -51,7 +52,7 @@ def explanation_table(result: Explanations, top: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def rows_from_stdin(text: str):
+def rows_from_stdin(text: str) -> Any:
     doc = json.loads(text)
     return doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
 

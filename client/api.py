@@ -53,7 +53,7 @@ class ClientConfig:
             "model": os.environ.get("MODEL_NAME"),
             "token": os.environ.get("MODEL_TOKEN") or None,
         }
-        values = {k: v for k, v in env.items() if v}
+        values: dict[str, Any] = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -143,7 +143,8 @@ class Client:
         return self._predictions(self.post("application/x-npy", buf.getvalue()))
 
     def post(self, content_type: str, body: bytes) -> dict[str, Any]:
-        return self._call("POST", self.predict_url, data=body, headers={"Content-Type": content_type})
+        answer: dict[str, Any] = self._call("POST", self.predict_url, data=body, headers={"Content-Type": content_type})
+        return answer
 
     @property
     def explain_url(self) -> str:
@@ -186,8 +187,8 @@ class Client:
         url = f"{self.config.management_url}/models/{self.config.model}"
         if self.config.version:
             url += f"/{self.config.version}"
-        answer = self._call("GET", url, params={"customized": "true"})
-        return answer[0]["customizedMetadata"]
+        card: dict[str, Any] = self._call("GET", url, params={"customized": "true"})[0]["customizedMetadata"]
+        return card
 
     def health(self) -> dict[str, Any]:
         """Server liveness from /ping plus the model's READY workers from the management API."""
@@ -234,12 +235,13 @@ def error_from(resp: requests.Response) -> PredictionError:
         return PredictionError(resp.status_code, "http_error", text[:500])
 
 
-def to_instances(rows: Any) -> list:
+def to_instances(rows: Any) -> list[Any]:
     """Accept lists of rows, lists of dicts, or anything with ``to_dict("records")``."""
     if hasattr(rows, "to_dict"):
         return list(rows.to_dict("records"))
     if hasattr(rows, "tolist"):
-        return rows.tolist()
+        instances: list[Any] = rows.tolist()
+        return instances
     rows = list(rows) if isinstance(rows, Iterable) and not isinstance(rows, (str, bytes, Mapping)) else rows
     if not isinstance(rows, list):
         raise TypeError(f"expected rows (a list), got {type(rows).__name__}")

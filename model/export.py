@@ -10,6 +10,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,7 +27,7 @@ class ParityError(RuntimeError):
     """Scripted and eager probabilities differ by more than the tolerance."""
 
 
-def load_eager(artifacts: Path = ARTIFACTS) -> tuple[TabularMLP, dict]:
+def load_eager(artifacts: Path = ARTIFACTS) -> tuple[TabularMLP, dict[str, Any]]:
     checkpoint = torch.load(artifacts / "checkpoint.pt", weights_only=True)
     model = TabularMLP(len(checkpoint["feature_names"]), len(checkpoint["class_names"]), checkpoint["hidden"])
     model.load_state_dict(checkpoint["state_dict"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -12,6 +14,10 @@ class TabularMLP(nn.Module):
     The statistics are buffers, so they travel inside the scripted file and the
     server needs no separate preprocessing step that could drift from training.
     """
+
+    if TYPE_CHECKING:  # the buffers register_buffer adds; TorchScript infers them itself
+        mean: torch.Tensor
+        std: torch.Tensor
 
     def __init__(self, n_features: int, n_classes: int, hidden: int = 32) -> None:
         super().__init__()
@@ -28,4 +34,5 @@ class TabularMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        return self.out(torch.relu(self.hidden(x)))
+        logits: torch.Tensor = self.out(torch.relu(self.hidden(x)))
+        return logits

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +37,7 @@ class AccuracyGateError(RuntimeError):
     """Test accuracy is under the configured gate."""
 
 
-def evaluate(model: nn.Module, data: Dataset) -> dict:
+def evaluate(model: nn.Module, data: Dataset) -> dict[str, Any]:
     """Accuracy, macro and per-class precision/recall/F1, and the confusion matrix."""
     model.eval()
     with torch.inference_mode():
@@ -72,7 +74,7 @@ def evaluate(model: nn.Module, data: Dataset) -> dict:
     }
 
 
-def train(splits: Splits, config: TrainConfig, log=print) -> TabularMLP:
+def train(splits: Splits, config: TrainConfig, log: Callable[[str], object] = print) -> TabularMLP:
     """Mini-batch Adam; deterministic for a given seed and data (single thread)."""
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True)
@@ -102,7 +104,7 @@ def train(splits: Splits, config: TrainConfig, log=print) -> TabularMLP:
     return model
 
 
-def run(data: Dataset, config: TrainConfig, out: Path = ARTIFACTS, source: str = "synthetic") -> dict:
+def run(data: Dataset, config: TrainConfig, out: Path = ARTIFACTS, source: str = "synthetic") -> dict[str, Any]:
     """Train, evaluate, write artifacts; raise AccuracyGateError under the gate."""
     splits = split(data, seed=config.seed)
     model = train(splits, config)
