@@ -50,7 +50,7 @@ def is_explanation(context: Any, idx: int) -> bool:
     explanation endpoints; its header map keeps the last value, so a client cannot turn a
     prediction into an explanation by sending the header itself.
     """
-    return context.get_request_header(idx, HEADER) == "True"
+    return bool(context.get_request_header(idx, HEADER) == "True")
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ class TabularHandler(BaseHandler):
     def handle(self, data: Any, context: Any) -> list[Any]:
         self.context = context
         if self.envelope is not None:
-            return self.handle_enveloped(data, context)
+            return self.handle_enveloped(data, context, self.envelope)
         if self._is_describe():
             return [self.describe_handle()]
         started = time.perf_counter()
@@ -97,8 +97,9 @@ class TabularHandler(BaseHandler):
                 body, content_type = request_body(request, context, idx)
                 p = parse_request(body, content_type, self.schema)
                 if idx in explaining:
-                    p = self.explainer.request(p, context.get_all_request_header(idx), body, content_type)
-                parsed.append(p)
+                    parsed.append(self.explainer.request(p, context.get_all_request_header(idx), body, content_type))
+                else:
+                    parsed.append(p)
             except RequestError as exc:
                 parsed.append(exc)
             except Exception:  # a bug, not the client's fault: this request alone fails
@@ -133,14 +134,14 @@ class TabularHandler(BaseHandler):
             x = torch.cat([p.rows for p in valid]) if len(valid) > 1 else valid[0].rows
             probabilities = torch.softmax(self.model(x), dim=1)
         self.telemetry.scored(x, probabilities)
-        return probabilities.split([p.rows.shape[0] for p in valid])
+        return tuple(probabilities.split([p.rows.shape[0] for p in valid]))
 
-    def handle_enveloped(self, data: Any, context: Any) -> list[Any]:
+    def handle_enveloped(self, data: Any, context: Any, envelope: str) -> list[Any]:
         """One request (what the envelope decoded from the batch's first) in, the outputs
         the envelope wraps out; a bad request raises PredictionException with its 4xx."""
         started = time.perf_counter()
         try:
-            parsed: Parsed | RequestError = parse_enveloped(data, self.envelope, self.schema)
+            parsed: Parsed | RequestError = parse_enveloped(data, envelope, self.schema)
         except RequestError as exc:
             parsed = exc
         except Exception:
@@ -155,7 +156,7 @@ class TabularHandler(BaseHandler):
         (probabilities,) = self.score([parsed])
         context.set_response_content_type(0, JSON)
         context.set_response_header(0, "X-Model-Version", self.responder.model_version)
-        outputs = enveloped_output(self.envelope, probabilities, self.responder)
+        outputs = enveloped_output(envelope, probabilities, self.responder)
         self.telemetry.batch([parsed], started, parsed_at)
         return outputs
 
@@ -202,7 +203,7 @@ def quiet_per_batch_log(record: logging.LogRecord) -> bool:
     return not (isinstance(record.msg, str) and record.msg.startswith("Backend received inference"))
 
 
-def request_body(request: dict, context: Any, idx: int) -> tuple[Any, str | None]:
+def request_body(request: dict[str, Any], context: Any, idx: int) -> tuple[Any, str | None]:
     """The payload and its content type from one TorchServe request.
 
     A raw body arrives as parameter "body"; a multipart upload as its field (use "data").

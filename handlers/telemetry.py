@@ -169,7 +169,8 @@ class Telemetry:
 
 def class_counts(probabilities: np.ndarray) -> list[int]:
     """How many rows of ``probabilities`` [n, C] each class wins."""
-    return np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1]).tolist()
+    counts: list[int] = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1]).tolist()
+    return counts
 
 
 def out_of_range_counts(rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[list[int], list[int]] | None:

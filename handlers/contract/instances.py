@@ -25,7 +25,7 @@ def rows_from_instances(instances: Any, schema: Schema, suspect: bool = True) ->
     )
 
 
-def _rows_from_dicts(instances: list, schema: Schema, suspect: bool) -> torch.Tensor:
+def _rows_from_dicts(instances: list[Any], schema: Schema, suspect: bool) -> torch.Tensor:
     names = schema.feature_names
     # itemgetter of one name returns the bare value, not a 1-tuple: a one-feature model
     # would reject {"f": 1.0} and accept {"f": [1.0]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from handlers.contract.validation import Parsed, Schema, _kind, bad, to_tensor
 
 V2_DATATYPES = frozenset(
@@ -9,7 +11,7 @@ V2_DATATYPES = frozenset(
 )
 
 
-def parse_v2(doc: dict, schema: Schema, suspect: bool = True) -> Parsed:
+def parse_v2(doc: dict[str, Any], schema: Schema, suspect: bool = True) -> Parsed:
     inputs = doc["inputs"]
     if not isinstance(inputs, list) or not inputs:
         raise bad("invalid_request", "inputs: expected a non-empty array of input tensors")

@@ -71,7 +71,7 @@ class Parsed:
 
 
 def to_tensor(
-    rows: Sequence,
+    rows: Sequence[Any],
     schema: Schema,
     suspect: bool,
     where: Callable[[int, int], str],
