@@ -63,7 +63,11 @@ class TabularHandler(BaseHandler):
             model_version=str(context.manifest["model"].get("modelVersion", card.version)),
             class_names=card.class_names,
         )
-        self.telemetry = Telemetry(context.model_name, self.responder.model_version, card)
+        self.telemetry = Telemetry(
+            context.model_name, self.responder.model_version, card,
+            batch_size=int(context.system_properties.get("batch_size") or 1),
+            max_rows=self.schema.max_rows,
+        )  # fmt: skip
         with torch.inference_mode():  # the first call of a scripted module is slow
             self.model(torch.zeros(1, card.n_features))
         self.explainer = Explainer(

@@ -31,10 +31,23 @@ LATENCY_BUCKETS = (
     1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3,
     0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-# rows per forward pass: batchSize (16) requests of up to max_rows (10 000) rows each
-ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536, 160000)
 KNOWN_STATUSES = (200, 400, 413, 415)  # what handlers.contract answers
-REQUEST_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+REQUEST_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
+
+
+def row_buckets(max_batch_rows: int) -> tuple[int, ...]:
+    """Rows per forward pass: doubling to 1,024, then x4, ending at the most a batch can hold
+    (batchSize requests of up to max_rows rows each, from the model's config)."""
+    buckets, b = [], 1
+    while b < max_batch_rows:
+        buckets.append(b)
+        b *= 2 if b < 1024 else 4
+    return (*buckets, max_batch_rows)
+
+
+def request_buckets(batch_size: int) -> tuple[int, ...]:
+    """Requests per batch, ending at batchSize."""
+    return (*(b for b in REQUEST_BUCKETS if b < batch_size), batch_size)
 
 
 class Telemetry:
@@ -46,6 +59,8 @@ class Telemetry:
         model_version: str,
         card: ModelCard,
         registry: CollectorRegistry | None = None,
+        batch_size: int = 64,
+        max_rows: int = 10_000,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.labels = (model_name, model_version)
@@ -76,9 +91,9 @@ class Telemetry:
         preprocess = metric(
             Histogram, "preprocess_seconds", "Parse and validate time per batch", buckets=LATENCY_BUCKETS
         )
-        batch_rows = metric(Histogram, "batch_rows", "Rows per forward pass", buckets=ROW_BUCKETS)
+        batch_rows = metric(Histogram, "batch_rows", "Rows per forward pass", buckets=row_buckets(batch_size * max_rows))
         batch_requests = metric(
-            Histogram, "batch_requests", "Requests per batch TorchServe handed over", buckets=REQUEST_BUCKETS
+            Histogram, "batch_requests", "Requests per batch TorchServe handed over", buckets=request_buckets(batch_size)
         )
         # explanations (POST /explanations/...) apart, so their cost leaves the prediction series alone
         self.explanation_requests = metric(

@@ -250,3 +250,17 @@ def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
         if group_members(proc.pid):
             os.killpg(proc.pid, 9)
         proc.wait()
+
+
+def test_batch_histograms_reach_the_largest_batch_the_config_allows():
+    """The top bucket is the most a batch can hold, so no batch lands in +Inf unseen."""
+    from handlers.telemetry import request_buckets, row_buckets
+
+    assert row_buckets(640_000)[-1] == 640_000 and row_buckets(640_000)[:11] == tuple(2**i for i in range(11))
+    assert list(row_buckets(1)) == [1] and list(row_buckets(3)) == [1, 2, 3]
+    assert request_buckets(64)[-1] == 64 and request_buckets(1) == (1,)
+    assert all(a < b for a, b in zip(request_buckets(100), request_buckets(100)[1:]))
+    registry = CollectorRegistry()
+    Telemetry("m", "1.0", card(), registry=registry, batch_size=8, max_rows=100)
+    bounds = [s.labels["le"] for f in registry.collect() if f.name == "tabular_batch_rows" for s in f.samples if "le" in s.labels]
+    assert bounds[-2:] == ["800.0", "+Inf"]
