@@ -91,10 +91,13 @@ class Telemetry:
         preprocess = metric(
             Histogram, "preprocess_seconds", "Parse and validate time per batch", buckets=LATENCY_BUCKETS
         )
-        batch_rows = metric(Histogram, "batch_rows", "Rows per forward pass", buckets=row_buckets(batch_size * max_rows))
-        batch_requests = metric(
-            Histogram, "batch_requests", "Requests per batch TorchServe handed over", buckets=request_buckets(batch_size)
+        batch_rows = metric(
+            Histogram, "batch_rows", "Rows per forward pass", buckets=row_buckets(batch_size * max_rows)
         )
+        batch_requests = metric(
+            Histogram, "batch_requests", "Requests per batch TorchServe handed over",
+            buckets=request_buckets(batch_size),
+        )  # fmt: skip
         # explanations (POST /explanations/...) apart, so their cost leaves the prediction series alone
         self.explanation_requests = metric(
             Counter, "explanation_requests", "Explanation requests the handler answered, by HTTP status", ("code",)
