@@ -183,26 +183,52 @@ class Client:
         )
 
     def metadata(self) -> dict[str, Any]:
-        """The model card (feature names, training ranges, classes, version, metrics)."""
+        """The model card (feature names, training ranges, classes, version, metrics).
+
+        TorchServe serves it on the management API only, which a deployment keeps on loopback
+        inside the container (README: Running in production): there this raises a
+        PredictionError saying so, and the card is read where that port is reachable.
+        """
         url = f"{self.config.management_url}/models/{self.config.model}"
         if self.config.version:
             url += f"/{self.config.version}"
-        card: dict[str, Any] = self._call("GET", url, params={"customized": "true"})[0]["customizedMetadata"]
-        return card
+        answer = self._management_call(url, params={"customized": "true"})
+        return dict(answer[0]["customizedMetadata"])
 
     def health(self) -> dict[str, Any]:
-        """Server liveness from /ping plus the model's READY workers from the management API."""
+        """Liveness from /ping on the inference URL (what a proxy publishes), plus the model's
+        READY workers when the management API is reachable (``ready`` is None when it is not)."""
         ping = self._call("GET", f"{self.config.inference_url}/ping")
-        status = self._call("GET", f"{self.config.management_url}/models/{self.config.model}")[0]
+        health: dict[str, Any] = {"server": ping.get("status"), "model": self.config.model, "ready": None}
+        try:
+            status = self._management_call(f"{self.config.management_url}/models/{self.config.model}")[0]
+        except PredictionError as exc:
+            if exc.status:
+                raise
+            return {**health, "detail": exc.message}
         ready = sum(1 for w in status.get("workers", []) if w.get("status") == "READY")
+        # the rule servectl.server.is_ready applies (tests/integration/test_client.py checks they agree)
         return {
-            "server": ping.get("status"),
-            "model": self.config.model,
+            **health,
             "version": status.get("modelVersion"),
             "ready_workers": ready,
             "min_workers": status.get("minWorkers"),
             "ready": ready >= max(1, int(status.get("minWorkers", 1))),
         }
+
+    def _management_call(self, url: str, **kwargs: Any) -> Any:
+        try:
+            return self._call("GET", url, **kwargs)
+        except PredictionError as exc:
+            if exc.status:
+                raise
+            raise PredictionError(
+                0,
+                "unreachable",
+                f"the management API at {self.config.management_url} did not answer ({exc.message}); it serves "
+                "the model card and worker states, and deployments keep it on loopback inside the container: "
+                "call this where that port is reachable (the make serve host, kubectl port-forward)",
+            ) from exc
 
     # ------------------------------------------------------------ plumbing
 

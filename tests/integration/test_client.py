@@ -68,6 +68,19 @@ def test_metadata_and_health(client, live, built_card):
     assert health["ready_workers"] == health["min_workers"] == MODEL_CONFIG.min_workers
 
 
+def test_without_the_management_port_health_says_so_and_metadata_explains(live, built_card):
+    """A deployment publishes inference only: health still answers from /ping, and the
+    model-card call fails with a message that names the unpublished management API."""
+    closed = free_ports(1)[0]
+    client = Client(ClientConfig(live.inference.url, f"http://127.0.0.1:{closed}", built_card.model_name, retries=0))
+    health = client.health()
+    assert health["server"] == "Healthy" and health["ready"] is None
+    assert "management API" in health["detail"]
+    with pytest.raises(PredictionError) as err:
+        client.metadata()
+    assert err.value.status == 0 and "management API" in err.value.message and "loopback" in err.value.message
+
+
 JSON_ERRORS = [e for e in ERRORS if e[2] == "application/json" and e[4] != "too_many_rows" and isinstance(e[1], dict)]
 
 
