@@ -184,6 +184,21 @@ class ServeSettings:
         return self.run_dir / "prometheus_multiproc"
 
     @property
+    def config_file(self) -> Path:
+        """The rendered config.properties; its path on TorchServe's command line names the instance."""
+        return (self.run_dir / "config.properties").resolve()
+
+    @property
+    def key_file(self) -> Path:
+        """Where TorchServe writes its keys when token auth is on (its working directory)."""
+        return self.run_dir / "key_file.json"
+
+    @property
+    def load_status_file(self) -> Path:
+        """Where a handler that refuses the model says why (``handlers.load_status``)."""
+        return self.run_dir / "model_load_status.json"
+
+    @property
     def mar(self) -> Path:
         return self.model_store / f"{self.model_name}.mar"
 
@@ -204,6 +219,5 @@ class ServeSettings:
         for name, key in ADDRESS_KEYS.items():
             props[key] = getattr(self, name).url
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / "config.properties"
-        write_properties(path, props)
-        return path
+        write_properties(self.config_file, props)
+        return self.config_file

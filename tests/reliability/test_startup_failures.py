@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from servectl.server import running_pid
+from servectl.settings import ServeSettings
 from tests.conftest import REPO, free_ports
 
 
@@ -87,4 +89,4 @@ def test_no_usable_java(tmp_path, version_line, found):
         return
     proc = servectl_start(tmp_path, env=env)
     assert_refused(proc, "TorchServe needs Java 11 or newer", found, "openjdk-17-jre-headless")
-    assert not (tmp_path / "run" / "torchserve.pid").exists()
+    assert running_pid(ServeSettings.load("tabular_classifier", run_dir=tmp_path / "run")) is None
