@@ -84,10 +84,11 @@ def stop_group(pgid: int, timeout: float = 30.0) -> None:
             wait_for(lambda: exited(leader), timeout, f"TorchServe (pid {pgid}) to exit", interval=0.05)
     if not _signal_group(pgid, signal.SIGKILL):
         return
-    try:
-        wait_for(lambda: not group_members(pgid), 5.0, f"process group {pgid} to end after SIGKILL", interval=0.05)
+    try:  # until the group is gone, zombies included: then no pid of it is left to find
+        wait_for(lambda: not _signal_group(pgid, 0), 5.0, f"process group {pgid} to end after SIGKILL", interval=0.05)
     except WaitTimeout as exc:
-        raise ServeError(str(exc)) from None
+        if group_members(pgid):  # only zombies left is fine: their parent reaps them
+            raise ServeError(str(exc)) from None
 
 
 def exited(proc: psutil.Process) -> bool:
@@ -108,8 +109,8 @@ def _process(pid: int) -> psutil.Process | None:
         return None
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Send ``sig`` to the group; False when no process of it is left."""
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the group (0: none, a probe); False when no process of it is left."""
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
