@@ -35,9 +35,10 @@ def serve(host: str, port: int, reg: CollectorRegistry, parent: int | None) -> N
     httpd, _ = start_http_server(port, addr=host, registry=reg)
     print(f"model metrics on http://{host}:{httpd.server_port}/metrics", flush=True)
     if parent is None:
-        threading.Event().wait()
-    wait_for(lambda: os.getppid() != parent, math.inf, f"TorchServe (pid {parent}) to exit", interval=1.0)
-    httpd.shutdown()
+        threading.Event().wait()  # standalone: until killed
+    else:
+        wait_for(lambda: os.getppid() != parent, math.inf, f"TorchServe (pid {parent}) to exit", interval=1.0)
+        httpd.shutdown()
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -74,21 +74,22 @@ def wait_ready(
 ) -> dict:
     """Poll until the model has minWorkers READY workers and the exporter answers; stop at once
     when TorchServe exits or the handler refuses the model, and say why in every case."""
-    seen: list[dict | None] = [None]
+    seen: dict | None = None
 
     def ready() -> dict | None:
+        nonlocal seen
         if not alive():
             raise ServeError("TorchServe exited during start-up\n" + log_tail(settings))
         refused = load_refusal(settings)
         if refused:  # workers would crash-loop until maxRetryTimeoutInSec: say why now
             raise ServeError(f"model {settings.model_name!r} refused to load: {refused}")
-        seen[0] = model_status(settings)
-        return seen[0] if is_ready(seen[0]) and model_metrics_up(settings) else None
+        seen = model_status(settings)
+        return seen if is_ready(seen) and model_metrics_up(settings) else None
 
     try:
         return wait_for(ready, timeout, f"model {settings.model_name!r} READY", interval=interval)
     except WaitTimeout:
-        raise ServeError(not_ready(settings, seen[0], timeout)) from None
+        raise ServeError(not_ready(settings, seen, timeout)) from None
 
 
 def not_ready(settings: ServeSettings, status: dict | None, timeout: float) -> str:

@@ -148,3 +148,18 @@ def test_torchserve_gets_the_status_path_and_no_thread_count(tmp_path, monkeypat
     env = environment(settings, Java(Path("/usr/bin/java"), 17, None))
     assert env[ENV] == str(settings.load_status_file) and Path(env[ENV]).parent == tmp_path
     assert "OMP_NUM_THREADS" not in env  # the handler takes its threads from model-config.yaml
+
+
+def test_monitor_reads_the_same_instance_options(capsys, monkeypatch, tmp_path):
+    """make monitor passes SERVE_ARGS too; exec of Prometheus is replaced to see its command line."""
+    from servectl import monitor
+
+    monkeypatch.setattr(monitor.os, "execv", lambda path, cmd: (_ for _ in ()).throw(SystemExit(cmd)))
+    monkeypatch.setattr(monitor, "prometheus_binary", lambda: "prometheus")
+    with pytest.raises(SystemExit) as exc:
+        monitor.main(["--ports", "1,2,3"])
+    assert exc.value.code == 2 and "give all four" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # SERVE_ARGS's --timeout is the server's: ignored here
+        monitor.main(["--ports", "9100,9101,9102,9103", "--timeout", "60", "--run-dir", str(tmp_path)])
+    config = Path(next(a for a in exc.value.code if a.startswith("--config.file=")).split("=", 1)[1])
+    assert "127.0.0.1:9102" in config.read_text() and "127.0.0.1:9103" in config.read_text()
