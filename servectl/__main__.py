@@ -1,11 +1,7 @@
-"""Command line for the server: ``python -m servectl {serve,start,stop,status,token,java}``.
+"""Command line for the server: ``python -m servectl COMMAND [options]`` (``--help`` lists them).
 
-serve   start in the foreground, wait until READY, stop cleanly on Ctrl-C
-start   start in the background and return once the model is READY
-stop    stop this run folder's server (and only it)
-status  the model's status from the management API (--ready: exit 1 unless READY)
-token   print the inference key when token auth is on
-java    find (or install) the Java 11+ TorchServe needs
+Each command is one small function of the parsed options. The options that name the instance
+(``servectl.options``) are shared; the others belong to the commands that use them.
 """
 
 from __future__ import annotations
