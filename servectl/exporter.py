@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, start_http_server  # noqa: E402
 from servectl.waiting import wait_for  # noqa: E402
 from servectl.worker_metrics import PREFIX, WorkerCollector, process_usage, registry  # noqa: E402
 
+# tests use the collection names from here too
 __all__ = ["PREFIX", "WorkerCollector", "main", "parse_listen", "process_usage", "registry", "serve"]
 
 
@@ -46,14 +47,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
-    """The exporter's own options, and TorchServe's command line after ``--`` (launcher mode)."""
-    if "--" not in argv:
-        return argv, []
-    at = argv.index("--")
-    return argv[:at], argv[at + 1 :]
-
-
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exporter", description=__doc__.split("\n\n")[0])
     parser.add_argument("--listen", required=True, help="HOST:PORT for /metrics")
@@ -61,18 +54,18 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--management", help="management API URL, for worker status, CPU and memory")
     parser.add_argument("--model", help="model name (with --management)")
     parser.add_argument("--key-file", type=Path, help="TorchServe's key_file.json when token auth is on")
+    parser.add_argument("command", nargs="*", help="after --: TorchServe's command line, to exec (launcher mode)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    own, command = split_command(list(sys.argv[1:] if argv is None else argv))
-    args = parser().parse_args(own)
+    args = parser().parse_args(argv)
     host, port = parse_listen(args.listen)
     parent = None
-    if command:
+    if args.command:
         parent = os.getpid()
         if os.fork() != 0:  # the parent becomes TorchServe: same pid, session and group
-            os.execv(command[0], command)
+            os.execv(args.command[0], args.command)
     collector = WorkerCollector(args.management, args.model, args.key_file) if args.management and args.model else None
     try:
         serve(host, port, registry(args.multiproc_dir, collector), parent)

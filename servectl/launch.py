@@ -21,6 +21,8 @@ EXPORTER = Path(__file__).resolve().with_name("exporter.py")
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` fails now: exactly TorchServe's question (psutil's socket
+    list would miss other users' sockets and addresses that overlap 0.0.0.0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
