@@ -61,8 +61,9 @@ def preflight(settings: ServeSettings) -> None:
 def environment(settings: ServeSettings, java: Java, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """TorchServe's environment; its workers inherit it from the Java frontend."""
     tmp = str(settings.run_dir / "tmp")
+    inherited = {k: v for k, v in os.environ.items() if k != "TS_CONFIG_FILE"}  # it would override --ts-config
     env = {
-        **os.environ,
+        **inherited,
         "TMPDIR": tmp,  # torchserve keeps a global pid file in $TMPDIR: one per instance lets several run
         "TEMP": tmp,  # java.io.tmpdir: worker sockets, unpacked .mar
         "LOG_LOCATION": str(settings.log_dir),

@@ -95,11 +95,12 @@ def exited(proc: psutil.Process) -> bool:
     """True once ``proc`` has exited: reaped here if it is our child; a zombie counts as gone."""
     try:
         proc.wait(timeout=0)
-        return True
     except psutil.TimeoutExpired:
-        return proc.status() == psutil.STATUS_ZOMBIE
+        with suppress(psutil.NoSuchProcess):  # reaped meanwhile: gone
+            return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
-        return True
+        pass
+    return True
 
 
 def _process(pid: int) -> psutil.Process | None:
