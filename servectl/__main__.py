@@ -100,10 +100,8 @@ def running(proc: subprocess.Popen) -> Callable[[], bool]:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="servectl", description=__doc__.split("\n\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli = argparse.ArgumentParser(prog="servectl", description=__doc__.split("\n\n")[0])
+    commands = cli.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shared = [instance_options()]
     for name, func, what in (
         ("serve", cmd_serve, "serve in the foreground until Ctrl-C"),
@@ -121,7 +119,7 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     commands.add_parser("token", parents=shared, help="print the inference key").set_defaults(func=cmd_token)
     commands.add_parser("java", help="find or install Java 11+").set_defaults(func=cmd_java)
-    return parser
+    return cli
 
 
 def main(argv: list[str] | None = None) -> int:
