@@ -11,11 +11,11 @@ import argparse
 import os
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
+from servectl.options import instance, instance_options
 from servectl.settings import SERVE_CONFIG, ServeSettings
 
 PROMETHEUS_CONFIG = SERVE_CONFIG / "prometheus.yml"
@@ -62,20 +62,14 @@ def command(config: Path, data_dir: Path, listen: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="servectl.monitor", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tabular_classifier")
-    parser.add_argument("--run-dir", type=Path, help="the server's instance folder (default .run)")
-    parser.add_argument("--ports", help="the server's INFERENCE,MANAGEMENT,METRICS,MODEL_METRICS")
+    parser = argparse.ArgumentParser(
+        prog="servectl.monitor", description=__doc__.split("\n\n")[0], parents=[instance_options()]
+    )
     parser.add_argument("--listen", default="127.0.0.1:9090", help="Prometheus's address")
-    args, _ = parser.parse_known_args(argv)  # the rest of SERVE_ARGS is the server's business
-    settings = ServeSettings.load(args.model)
-    if args.run_dir:
-        settings = replace(settings, run_dir=args.run_dir.resolve())
-    if args.ports:
-        ports = [int(p) for p in args.ports.split(",")]
-        if len(ports) != 4:
-            parser.error("--ports: give all four (INFERENCE,MANAGEMENT,METRICS,MODEL_METRICS) to monitor")
-        settings = settings.with_ports(*ports[:3], model_metrics=ports[3], grpc=(0, 0))
+    args, _ = parser.parse_known_args(argv)  # the rest of SERVE_ARGS (--timeout) is the server's business
+    if args.ports and len(args.ports) != 4:
+        parser.error("--ports: give all four (INFERENCE,MANAGEMENT,METRICS,MODEL_METRICS) to monitor")
+    settings = instance(args)
     out = settings.run_dir / "prometheus"
     config = render_config(settings, out)
     print(

@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from servectl.properties import read_properties, write_properties  # callers import them from here too
+
 REPO = Path(__file__).resolve().parent.parent
 SERVE_CONFIG = REPO / "serve_config"
 CONFIG_PROPERTIES = SERVE_CONFIG / "config.properties"
@@ -23,22 +25,6 @@ ADDRESS_KEYS = {
 # servectl's own key (TorchServe never sees it): where servectl.exporter serves /metrics
 MODEL_METRICS_KEY = "model_metrics_address"
 MODEL_METRICS_DEFAULT = "http://127.0.0.1:8083"
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    """Java properties as TorchServe reads them: ``key=value`` lines, ``#`` comments."""
-    props: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
-
-
-def write_properties(path: Path, props: dict[str, str]) -> None:
-    """Write ``props`` as a Java properties file TorchServe reads."""
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
 
 def free_loopback_ports(n: int) -> list[int]:
@@ -155,6 +141,21 @@ class ServeSettings:
         return self.run_dir / "prometheus_multiproc"
 
     @property
+    def config_file(self) -> Path:
+        """The rendered config.properties; its path on TorchServe's command line names the instance."""
+        return (self.run_dir / "config.properties").resolve()
+
+    @property
+    def key_file(self) -> Path:
+        """Where TorchServe writes its keys when token auth is on (its working directory)."""
+        return self.run_dir / "key_file.json"
+
+    @property
+    def load_status_file(self) -> Path:
+        """Where a handler that refuses the model says why (``handlers.load_status``)."""
+        return (self.run_dir / "model_load_status.json").resolve()  # workers run elsewhere
+
+    @property
     def mar(self) -> Path:
         return self.model_store / f"{self.model_name}.mar"
 
@@ -175,6 +176,5 @@ class ServeSettings:
         for name, key in ADDRESS_KEYS.items():
             props[key] = getattr(self, name).url
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / "config.properties"
-        write_properties(path, props)
-        return path
+        write_properties(self.config_file, props)
+        return self.config_file

@@ -37,7 +37,7 @@ KSERVE_KEYS = {
     "grpc_management_address": "127.0.0.1",
     "grpc_management_port": "7071",
     "model_store": f"{MOUNT}/model-store",
-    "allowed_urls": r"file://.*/model-store/.*\\.mar",
+    "allowed_urls": r"file://.*/model-store/.*\.mar",  # the regex itself: write_properties escapes it
     "enable_envvars_config": "true",
 }
 ENVELOPE_BATCH_SIZE = 1

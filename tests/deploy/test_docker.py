@@ -66,6 +66,7 @@ def test_runtime_stage_holds_only_what_serving_needs():
     assert sources == {
         "/opt/venv",
         "/src/servectl/",
+        "/src/handlers/load_status.py",
         "/src/serve_config/",
         "/src/model_store/",
         "/src/docker/entrypoint.sh",

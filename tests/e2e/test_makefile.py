@@ -11,12 +11,19 @@ import subprocess
 import psutil
 import pytest
 
+from servectl.server import running_pid
+from servectl.settings import ServeSettings
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, REPO, SHIPPED, free_ports
 
 
 def make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def torchserve_pid(run_dir) -> int | None:
+    """The pid of the run folder's TorchServe (servectl finds it by its config path; no PID file)."""
+    return running_pid(ServeSettings.load("tabular_classifier", run_dir=run_dir))
 
 
 def readme_curl() -> str:
@@ -59,7 +66,7 @@ def test_serve_bg_readme_curl_and_stop(served, built_card):
 
     assert make("token", serve_args).stdout == ""  # token auth is off by default
 
-    pid = int((run_dir / "torchserve.pid").read_text())
+    pid = torchserve_pid(run_dir)
     group = [p for p in psutil.process_iter() if _pgid(p.pid) == pid]
     assert len(group) >= 3  # torchserve CLI, java frontend, workers
     assert make("stop", serve_args).returncode == 0
@@ -105,12 +112,12 @@ def test_make_serve_in_the_foreground_stops_cleanly_on_ctrl_c(tmp_path):
             if "Ctrl-C stops the server" in line:
                 break
         assert any("is READY" in line for line in lines), "".join(lines)
-        ts_pid = int((tmp_path / "torchserve.pid").read_text())
+        ts_pid = torchserve_pid(tmp_path)
         group = [p for p in psutil.process_iter() if _pgid(p.pid) == ts_pid]
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) in (0, 2, -signal.SIGINT)
         wait_for(lambda: not alive(group), timeout=10, what="TorchServe and its workers to exit after Ctrl-C")
-        assert not (tmp_path / "torchserve.pid").exists()
+        assert torchserve_pid(tmp_path) is None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

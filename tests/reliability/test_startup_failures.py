@@ -11,15 +11,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from servectl import server
+from servectl.server import running_pid
+from servectl.settings import ServeSettings
 from tests.conftest import REPO, free_ports
 
 
 def servectl_start(tmp_path: Path, *args: str, env: dict[str, str] | None = None, ports: list[int] | None = None):
     ports = ports or free_ports(3)
     cmd = [sys.executable, "-m", "servectl", "start", "--run-dir", str(tmp_path / "run"),
-           "--ports", ",".join(map(str, ports)), "--timeout", "30", *args]
+           "--ports", ",".join(map(str, ports)), "--timeout", "60", *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
@@ -87,4 +91,25 @@ def test_no_usable_java(tmp_path, version_line, found):
         return
     proc = servectl_start(tmp_path, env=env)
     assert_refused(proc, "TorchServe needs Java 11 or newer", found, "openjdk-17-jre-headless")
-    assert not (tmp_path / "run" / "torchserve.pid").exists()
+    assert running_pid(ServeSettings.load("tabular_classifier", run_dir=tmp_path / "run")) is None
+
+
+def test_a_second_start_is_refused_and_workers_get_the_load_status_path(tmp_path, built_card):
+    """One instance per run folder, found by its config path (no PID file); the workers inherit
+    MODEL_LOAD_STATUS from the frontend, so a refusing handler can tell servectl why."""
+    ports = free_ports(4)
+    settings = ServeSettings.load(built_card.model_name, run_dir=tmp_path / "run").with_ports(*ports[:3], model_metrics=ports[3])
+    started = servectl_start(tmp_path, ports=ports)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert_refused(servectl_start(tmp_path, ports=free_ports(4)), "already running ('make stop' first)")
+        pgid = running_pid(settings)
+        workers = [w["pid"] for w in server.model_status(settings)["workers"]]
+        assert workers and all(os.getpgid(pid) == pgid for pid in workers)
+        for pid in workers:
+            assert psutil.Process(pid).environ()["MODEL_LOAD_STATUS"] == str(settings.load_status_file)
+    finally:
+        stopped = subprocess.run([sys.executable, "-m", "servectl", "stop", "--run-dir", str(tmp_path / "run")],
+                                 cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert stopped.stdout.strip() == "stopped" and running_pid(settings) is None
+    assert not server.group_members(pgid)

@@ -1,0 +1,105 @@
+"""What the model-metrics endpoint serves: the metrics every handler worker recorded into
+``PROMETHEUS_MULTIPROC_DIR`` (``handlers.telemetry``: latency histograms, predictions by
+class, drift), merged, plus what only an outside process can see: the workers' status, CPU
+and memory, read through the management API and psutil on each scrape.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from servectl.tokens import read_keys
+
+PREFIX = "tabular"
+
+
+class WorkerCollector:
+    """Worker status, CPU seconds and resident memory of one model, at scrape time."""
+
+    def __init__(self, management_url: str, model_name: str, key_file: Path | None = None, timeout: float = 2.0):
+        self.url = f"{management_url.rstrip('/')}/models/{model_name}"
+        self.model_name = model_name
+        self.key_file = key_file
+        self.timeout = timeout
+
+    def describe(self) -> list:
+        return []  # collected live: nothing to check at registration
+
+    def status(self) -> dict | None:
+        key = read_keys(self.key_file).get("management") if self.key_file is not None else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            resp = requests.get(self.url, headers=headers, timeout=self.timeout)
+            data = resp.json() if resp.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return None
+        return data[0] if isinstance(data, list) and data else None
+
+    def collect(self) -> Iterator[Any]:
+        status = self.status()
+        up = GaugeMetricFamily(
+            f"{PREFIX}_management_up", "1 when the management API described the model", labels=["model_name"]
+        )
+        up.add_metric([self.model_name], 1.0 if status else 0.0)
+        yield up
+        if not status:
+            return
+        model = [self.model_name, str(status.get("modelVersion", ""))]
+        labels = ["model_name", "model_version"]
+        workers = status.get("workers", [])
+        by_status = Counter(str(w.get("status", "UNKNOWN")) for w in workers)
+        by_status.setdefault("READY", 0)  # an alert needs the zero, not an absent series
+        count = GaugeMetricFamily(f"{PREFIX}_workers", "Workers of the model, by status", labels=[*labels, "status"])
+        for state, n in sorted(by_status.items()):
+            count.add_metric([*model, state], n)
+        yield count
+        wanted = GaugeMetricFamily(f"{PREFIX}_workers_min", "minWorkers the model is configured for", labels=labels)
+        wanted.add_metric(model, float(status.get("minWorkers", 0)))
+        yield wanted
+        cpu = CounterMetricFamily(
+            f"{PREFIX}_worker_cpu_seconds",
+            "CPU time (user + system) of each worker process",
+            labels=[*labels, "worker"],
+        )
+        memory = GaugeMetricFamily(
+            f"{PREFIX}_worker_resident_memory_bytes",
+            "Resident memory of each worker process",
+            labels=[*labels, "worker"],
+        )
+        for worker in workers:
+            usage = process_usage(worker.get("pid"))
+            if usage is not None:
+                name = str(worker.get("id", worker.get("pid")))
+                cpu.add_metric([*model, name], usage[0])
+                memory.add_metric([*model, name], usage[1])
+        yield cpu
+        yield memory
+
+
+def process_usage(pid: Any) -> tuple[float, float] | None:
+    """(CPU seconds, resident bytes) of a live process, None when it is gone."""
+    try:
+        proc = psutil.Process(int(pid))
+        with proc.oneshot():
+            times = proc.cpu_times()
+            return times.user + times.system, float(proc.memory_info().rss)
+    except (psutil.Error, TypeError, ValueError):
+        return None
+
+
+def registry(multiproc_dir: Path, collector: WorkerCollector | None) -> CollectorRegistry:
+    """The workers' multiprocess metrics, merged, plus ``collector``'s on each scrape."""
+    reg = CollectorRegistry()
+    MultiProcessCollector(reg, path=str(multiproc_dir))
+    if collector is not None:
+        reg.register(collector)
+    return reg
