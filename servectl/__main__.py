@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from servectl import server
 from servectl.java import JavaError, find_java
@@ -19,7 +20,7 @@ from servectl.options import instance, instance_options
 from servectl.settings import ServeSettings
 
 
-def banner(settings: ServeSettings, status: dict) -> str:
+def banner(settings: ServeSettings, status: dict[str, Any]) -> str:
     token = server.keys(settings).get("inference")
     auth = f" -H 'Authorization: Bearer {token}'" if token else ""
     ready = server.ready_workers(status)
@@ -95,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def running(proc: subprocess.Popen) -> Callable[[], bool]:
+def running(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
     return lambda: proc.poll() is None
 
 
@@ -125,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except (server.ServeError, JavaError) as exc:
         print(f"servectl: error: {exc}", file=sys.stderr)
         return 1

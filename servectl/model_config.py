@@ -56,7 +56,8 @@ class ModelConfig:
 
     def with_values(self, **changes: int) -> ModelConfig:
         """The same configuration with some typed fields changed (``to_yaml`` writes them)."""
-        return replace(self, **changes)
+        values: dict[str, Any] = dict(changes)
+        return replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML document: the original keys with the typed fields' current values."""
@@ -73,7 +74,7 @@ class ModelConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _typed_fields() -> list:
+def _typed_fields() -> list[Any]:
     return [f for f in fields(ModelConfig) if "key" in f.metadata]
 
 

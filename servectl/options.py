@@ -63,6 +63,6 @@ def instance(args: argparse.Namespace) -> ServeSettings:
     if args.set:
         settings = settings.with_properties(**dict(args.set))
     if args.ports:
-        ports = args.ports
-        settings = settings.with_ports(*ports[:3], model_metrics=ports[3] if len(ports) == 4 else None)
+        inference, management, metrics, *model_metrics = args.ports
+        settings = settings.with_ports(inference, management, metrics, model_metrics=next(iter(model_metrics), None))
     return settings

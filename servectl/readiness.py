@@ -5,6 +5,7 @@ proves nothing. A handler that refuses the model says so in a status file, read 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -15,7 +16,7 @@ from servectl.tokens import auth_headers
 from servectl.waiting import WaitTimeout, wait_for
 
 
-def model_status(settings: ServeSettings, timeout: float = 2.0) -> dict | None:
+def model_status(settings: ServeSettings, timeout: float = 2.0) -> dict[str, Any] | None:
     """The describe answer for the model, or None while it is not registered yet."""
     try:
         resp = requests.get(
@@ -38,13 +39,13 @@ def model_metrics_up(settings: ServeSettings, timeout: float = 2.0) -> bool:
         return False
 
 
-def ready_workers(status: dict | None) -> int:
+def ready_workers(status: dict[str, Any] | None) -> int:
     if not status:
         return 0
     return sum(1 for w in status.get("workers", []) if w.get("status") == "READY")
 
 
-def is_ready(status: dict | None) -> bool:
+def is_ready(status: dict[str, Any] | None) -> bool:
     """At least minWorkers (and at least one) workers READY: what start-up waits for."""
     wanted = max(1, int(status.get("minWorkers", 1))) if status else 1
     return ready_workers(status) >= wanted
@@ -71,12 +72,12 @@ def wait_ready(
     timeout: float = 120.0,
     alive: Callable[[], bool] = lambda: True,
     interval: float = 0.25,
-) -> dict:
+) -> dict[str, Any]:
     """Poll until the model has minWorkers READY workers and the exporter answers; stop at once
     when TorchServe exits or the handler refuses the model, and say why in every case."""
-    seen: dict | None = None
+    seen: dict[str, Any] | None = None
 
-    def ready() -> dict | None:
+    def ready() -> dict[str, Any] | None:
         nonlocal seen
         if not alive():
             raise ServeError("TorchServe exited during start-up\n" + log_tail(settings))
@@ -92,7 +93,7 @@ def wait_ready(
         raise ServeError(not_ready(settings, seen, timeout)) from None
 
 
-def not_ready(settings: ServeSettings, status: dict | None, timeout: float) -> str:
+def not_ready(settings: ServeSettings, status: dict[str, Any] | None, timeout: float) -> str:
     """What was missing when the READY deadline passed: the exporter, or READY workers."""
     if is_ready(status):
         return (

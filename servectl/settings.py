@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from servectl.properties import read_properties, write_properties  # callers import them from here too
@@ -72,7 +73,7 @@ class ServeSettings:
 
     @classmethod
     def load(
-        cls, model_name: str, config: Path = CONFIG_PROPERTIES, overlay: Path | None = None, **overrides
+        cls, model_name: str, config: Path = CONFIG_PROPERTIES, overlay: Path | None = None, **overrides: Any
     ) -> ServeSettings:
         """``overlay``: a properties file whose keys replace the base file's (e.g. the
         container's bind addresses in serve_config/config.container.properties)."""

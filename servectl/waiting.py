@@ -20,7 +20,7 @@ class WaitTimeout(TimeoutError):
 
 
 def wait_for(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     timeout: float,
     what: str,
     interval: float = 0.1,
@@ -39,8 +39,10 @@ def wait_for(
         reraise=False,
     )
     try:
-        return retrying(check)
+        value = retrying(check)
     except RetryError as exc:
         last = exc.last_attempt
         seen = f"last error: {last.exception()!r}" if last.failed else f"last value: {last.result()!r}"
         raise WaitTimeout(f"{what}: not reached within {timeout:g} s ({seen})") from None
+    assert value is not None  # tenacity retried every falsy value
+    return value

@@ -31,10 +31,10 @@ class WorkerCollector:
         self.key_file = key_file
         self.timeout = timeout
 
-    def describe(self) -> list:
+    def describe(self) -> list[Any]:
         return []  # collected live: nothing to check at registration
 
-    def status(self) -> dict | None:
+    def status(self) -> dict[str, Any] | None:
         key = read_keys(self.key_file).get("management") if self.key_file is not None else None
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
