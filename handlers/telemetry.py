@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from handlers.contract import RequestError
 from handlers.explain import ExplanationRequest
+from handlers.metric_names import PREFIX
 from handlers.model_card import ModelCard
 
-PREFIX = "tabular"
 LABELS = ("model_name", "model_version")
 # 50 µs .. 10 s: the model answers a small batch in well under a millisecond
 LATENCY_BUCKETS = (

@@ -17,9 +17,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from handlers.metric_names import PREFIX
 from servectl.tokens import read_keys
-
-PREFIX = "tabular"
 
 
 class WorkerCollector:

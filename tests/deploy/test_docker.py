@@ -67,6 +67,7 @@ def test_runtime_stage_holds_only_what_serving_needs():
         "/opt/venv",
         "/src/servectl/",
         "/src/handlers/load_status.py",
+        "/src/handlers/metric_names.py",
         "/src/serve_config/",
         "/src/model_store/",
         "/src/docker/entrypoint.sh",
