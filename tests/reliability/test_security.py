@@ -104,7 +104,7 @@ def rejected(resp: requests.Response) -> bool:
 def test_with_token_auth_each_api_needs_its_own_key(guarded, reference):
     keys = server.keys(guarded)
     assert set(keys) == {"inference", "management", "API"} and len(set(keys.values())) == 3
-    key_file = guarded.run_dir / "key_file.json"
+    key_file = guarded.key_file
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600  # readable by the server's user only
     predict = f"{guarded.inference.url}/predictions/{guarded.model_name}"
     body = {"instances": reference[0][:1].tolist()}

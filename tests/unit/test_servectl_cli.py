@@ -162,4 +162,5 @@ def test_monitor_reads_the_same_instance_options(capsys, monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as exc:  # SERVE_ARGS's --timeout is the server's: ignored here
         monitor.main(["--ports", "9100,9101,9102,9103", "--timeout", "60", "--run-dir", str(tmp_path)])
     config = Path(next(a for a in exc.value.code if a.startswith("--config.file=")).split("=", 1)[1])
-    assert "127.0.0.1:9102" in config.read_text() and "127.0.0.1:9103" in config.read_text()
+    targets = "".join(p.read_text() for p in sorted((config.parent / "targets").glob("*.yml")))
+    assert "127.0.0.1:9102" in targets and "127.0.0.1:9103" in targets  # the instance's metrics ports
