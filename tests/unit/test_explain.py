@@ -7,24 +7,19 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-import zipfile
 
 import numpy as np
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
 from torch import nn
-from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-from ts.model_loader import TsModelLoader
 
 from handlers.contract import Parsed, RequestError, Schema, parse_request
 from handlers.explain import CHUNK_POINTS, Explainer, ExplainSettings, ExplanationRequest, integrated_gradients
 from handlers.model_card import ModelCard
 from handlers.telemetry import Telemetry
-from model import archive
-from tests.conftest import ARTIFACTS, REPO
-from tests.unit.test_handler import decode
+from tests.conftest import REPO
+from tests.unit.test_handler import decode, load_worker
 
 # Completeness bounds, measured on the 150 test-split rows of the shipped model (max error):
 # 64 midpoint steps 6.5e-3; with refinement (64 -> 256 -> 1024 for rows above 1e-3) 9.97e-4.
@@ -273,23 +268,10 @@ def test_explanations_are_counted_apart_from_predictions(built_card):
 
 
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory):
+def worker(shipped_artifacts, tmp_path_factory):
     """A Service for the shipped model from a real .mar with the shipped model-config.yaml."""
     tmp = tmp_path_factory.mktemp("explain_worker")
-    mar = archive.archive(ARTIFACTS, tmp / "store", tmp / "build", REPO / "serve_config/model-config.yaml")
-    model_dir = tmp / "model"
-    zipfile.ZipFile(mar).extractall(model_dir)
-    sys.path.insert(0, str(model_dir))
-    try:
-        metrics = MetricsCacheYamlImpl(config_file_path=str(REPO / "serve_config/metrics.yaml"))
-        metrics.initialize_cache()
-        service = TsModelLoader().load(
-            "tabular_classifier", str(model_dir), "tabular_handler.py", None, 64, None, True, metrics
-        )
-    finally:
-        sys.path.remove(str(model_dir))
-    service.set_cl_socket(None)
-    return service
+    return load_worker(shipped_artifacts, tmp, "tabular_classifier", 64, REPO / "serve_config/model-config.yaml")
 
 
 def frame(body, content_type="application/json", explain=True, **headers: str) -> dict:

@@ -9,11 +9,13 @@ import struct
 import sys
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
+from ts.service import Service
 
 from handlers.contract import JSON
 from handlers.model_card import METADATA_FILE, ModelCard
@@ -64,26 +66,37 @@ def decode(msg: bytes) -> tuple[int, list[Answer]]:
         answers.append(Answer(status, content_type, headers, read_bytes()))
 
 
+def load_worker(
+    artifacts: Path, tmp: Path, name: str, batch_size: int, config: Path | None = None, envelope: str | None = None
+) -> Service:
+    """A TorchServe worker's Service for a real .mar built from ``artifacts``, loaded by
+    TorchServe's own loader (wrapped in ``envelope`` as TS_SERVICE_ENVELOPE would)."""
+    mar = archive.archive(artifacts, tmp / "store", tmp / "build", *([config] if config else []))
+    model_dir = tmp / "model"
+    zipfile.ZipFile(mar).extractall(model_dir)
+    sys.path.insert(0, str(model_dir))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            if envelope:
+                patch.setenv("TS_SERVICE_ENVELOPE", envelope)  # the handler reads it in initialize
+            metrics = MetricsCacheYamlImpl(config_file_path=str(REPO / "serve_config/metrics.yaml"))
+            metrics.initialize_cache()
+            service = TsModelLoader().load(
+                name, str(model_dir), "tabular_handler.py", None, batch_size, envelope, True, metrics
+            )
+    finally:
+        sys.path.remove(str(model_dir))
+    service.set_cl_socket(None)
+    return service
+
+
 @pytest.fixture(scope="module")
 def worker(tiny_artifacts, tmp_path_factory):
     """A Service for the tiny model, from a real .mar, with max_rows lowered to 20."""
     tmp = tmp_path_factory.mktemp("worker")
     config = tmp / "model-config.yaml"
     config.write_text(MODEL_CONFIG.with_values(max_rows=20).to_yaml())
-    mar = archive.archive(tiny_artifacts, tmp / "store", tmp / "build", config)
-    model_dir = tmp / "model"
-    zipfile.ZipFile(mar).extractall(model_dir)
-    sys.path.insert(0, str(model_dir))
-    try:
-        metrics = MetricsCacheYamlImpl(config_file_path=str(REPO / "serve_config/metrics.yaml"))
-        metrics.initialize_cache()
-        service = TsModelLoader().load(
-            "tiny", str(model_dir), "tabular_handler.py", None, MODEL_CONFIG.batch_size, None, True, metrics
-        )
-    finally:
-        sys.path.remove(str(model_dir))
-    service.set_cl_socket(None)
-    return service
+    return load_worker(tiny_artifacts, tmp, "tiny", MODEL_CONFIG.batch_size, config)
 
 
 def request(body, content_type=JSON, rid="r"):

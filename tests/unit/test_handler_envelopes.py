@@ -6,38 +6,17 @@ tests/integration/test_kserve.py."""
 from __future__ import annotations
 
 import json
-import sys
-import zipfile
 from collections.abc import Iterator
 
 import pytest
 import torch
-from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-from ts.model_loader import TsModelLoader
 from ts.service import Service
 
-from model import archive
-from tests.conftest import REPO
-from tests.unit.test_handler import decode, expected_probabilities, request
+from tests.unit.test_handler import decode, expected_probabilities, load_worker, request
 
 
 def enveloped_worker(envelope: str, tiny_artifacts, tmp) -> Service:
-    mar = archive.archive(tiny_artifacts, tmp / "store", tmp / "build")
-    model_dir = tmp / "model"
-    zipfile.ZipFile(mar).extractall(model_dir)
-    sys.path.insert(0, str(model_dir))
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("TS_SERVICE_ENVELOPE", envelope)  # the handler reads it in initialize
-            metrics = MetricsCacheYamlImpl(config_file_path=str(REPO / "serve_config/metrics.yaml"))
-            metrics.initialize_cache()
-            service = TsModelLoader().load(
-                "tiny", str(model_dir), "tabular_handler.py", None, 1, envelope, True, metrics
-            )
-    finally:
-        sys.path.remove(str(model_dir))
-    service.set_cl_socket(None)
-    return service
+    return load_worker(tiny_artifacts, tmp, "tiny", 1, envelope=envelope)
 
 
 @pytest.fixture(scope="module")
