@@ -24,8 +24,9 @@ if not __package__:  # run by path (servectl's launcher): make the servectl pack
 
 from prometheus_client import CollectorRegistry, start_http_server  # noqa: E402
 
+from handlers.metric_names import PREFIX  # noqa: E402
 from servectl.waiting import wait_for  # noqa: E402
-from servectl.worker_metrics import PREFIX, WorkerCollector, process_usage, registry  # noqa: E402
+from servectl.worker_metrics import WorkerCollector, process_usage, registry  # noqa: E402
 
 # tests use the collection names from here too
 __all__ = ["PREFIX", "WorkerCollector", "main", "parse_listen", "process_usage", "registry", "serve"]
