@@ -35,6 +35,7 @@ from handlers.contract import (
 )
 from handlers.contract.envelopes import (
     enveloped_error,
+    enveloped_explanations,
     enveloped_output,
     forget_envelope_state,
     parse_enveloped,
@@ -144,24 +145,34 @@ class TabularHandler(BaseHandler):
         """One request (what the envelope decoded from the batch's first) in, the outputs
         the envelope wraps out; a bad request raises PredictionException with its 4xx."""
         started = time.perf_counter()
+        explaining = is_explanation(context, 0)
         try:
-            parsed: Parsed | RequestError = parse_enveloped(data, envelope, self.schema)
+            rows = parse_enveloped(data, envelope, self.schema)
+            # the envelope kept only the rows: explanation options come from the X-Explain-* headers
+            parsed: Parsed | ExplanationRequest | RequestError = (
+                self.explainer.request(rows, context.get_all_request_header(0), None, None) if explaining else rows
+            )
         except RequestError as exc:
             parsed = exc
         except Exception:
             logger.exception("unexpected error reading an enveloped request")
             parsed = INTERNAL_ERROR
         parsed_at = time.perf_counter()
+        kind = {0} if explaining else set()
         if isinstance(parsed, RequestError):
             error = enveloped_error(parsed)
-            self.telemetry.batch([error], started, parsed_at)
+            self.telemetry.batch([error], started, parsed_at, explanations=kind)
             forget_envelope_state(context)
             raise PredictionException(f"{error.type}: {error.message}", error.status)
-        (probabilities,) = self.score([parsed])
         context.set_response_content_type(0, JSON)
         context.set_response_header(0, "X-Model-Version", self.responder.model_version)
-        outputs = enveloped_output(envelope, probabilities, self.responder)
-        self.telemetry.batch([parsed], started, parsed_at)
+        if isinstance(parsed, ExplanationRequest):
+            (body,) = self.explainer.explain([parsed])
+            outputs = enveloped_explanations(envelope, body, self.card.feature_names)
+        else:
+            (probabilities,) = self.score([parsed])
+            outputs = enveloped_output(envelope, probabilities, self.responder)
+        self.telemetry.batch([parsed], started, parsed_at, explanations=kind)
         return outputs
 
     def describe_handle(self) -> str:

@@ -24,6 +24,7 @@ a raised 413 to 507 (RestJob.sendError), so a request over the row limit gets 40
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,18 @@ def enveloped_output(envelope: str, probabilities: torch.Tensor, responder: Resp
     if envelope == KSERVE_V1:
         return responder.predictions(probabilities)
     return [np.ascontiguousarray(probabilities.numpy(), dtype=np.float32)]
+
+
+def enveloped_explanations(envelope: str, body: dict[str, Any], feature_names: Sequence[str]) -> list[Any]:
+    """The explanation answer in the form the envelope wraps. v1 (which answers
+    ``{"explanations": [...]}`` on its explain path): one object per row, as the
+    /explanations endpoint gives it. v2: one output, the attributions [rows, features] as
+    float32 in feature order (the envelope flattens it, as it does the probabilities)."""
+    rows = body["explanations"]
+    if envelope == KSERVE_V1:
+        return list(rows)
+    attributions = [[row["attributions"][name] for name in feature_names] for row in rows]
+    return [np.asarray(attributions, dtype=np.float32)]
 
 
 def forget_envelope_state(context: Any) -> None:

@@ -30,12 +30,13 @@ import requests
 import torch
 
 from deploy.kserve.layout import lay_out
+from handlers.explain import Explainer, ExplainSettings
 from handlers.model_card import ModelCard
 from servectl.java import find_java, install_allowed
 from servectl.server import stop_group
 from servectl.settings import read_properties, write_properties
 from servectl.waiting import wait_for
-from tests.conftest import free_ports
+from tests.conftest import MODEL_CONFIG, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +110,17 @@ def ready(server: KServeTorchServe, proc: subprocess.Popen, run: Path) -> bool:
         return False
     status = resp.json()[0]
     return sum(w["status"] == "READY" for w in status["workers"]) >= max(1, status["minWorkers"])
+
+
+@pytest.fixture(scope="module")
+def attributions(built_model, built_card, test_split) -> torch.Tensor:
+    """The in-process explainer with the shipped settings: the attributions of the first
+    10 test rows for their predicted classes from the training-mean baseline, [10, F]."""
+    settings = ExplainSettings.from_config(MODEL_CONFIG.raw["handler"].get("explain"))
+    explainer = Explainer(built_model, built_card, settings, built_card.model_name, built_card.version)
+    rows = test_split["x"][:10]
+    mean = torch.tensor(built_card.normalisation["mean"], dtype=torch.float32).expand_as(rows)
+    return explainer.attribute(rows, mean, torch.full((len(rows),), -1)).attributions
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +219,30 @@ class TestProtocolV1:
         check_concurrent(server, f"/v1/models/{server.model_name}:predict", body, probabilities, test_split, expected)
 
 
+    def test_explain_path_gives_the_attributions_of_the_explanations_endpoint(self, server, test_split, attributions):
+        """KServe's v1 explain path: ``{"explanations": [...]}``, one object per row as
+        /explanations gives it, with the same attributions as the in-process explainer."""
+        rows = test_split["x"][:10]
+        resp = server.post(f"/v1/models/{server.model_name}:explain", {"instances": rows.tolist()})
+        assert resp.status_code == 200, resp.text
+        answer = resp.json()
+        assert list(answer) == ["explanations"] and len(answer["explanations"]) == len(rows)
+        names = server.card.feature_names
+        got = torch.tensor([[e["attributions"][n] for n in names] for e in answer["explanations"]])
+        assert torch.allclose(got, attributions, atol=1e-5)
+        for e in answer["explanations"]:
+            assert abs(sum(e["attributions"].values()) - (e["output_at_row"] - e["output_at_baseline"])) <= 1.1e-3
+
+    def test_explain_target_comes_from_the_header_and_a_bad_one_is_a_400(self, server, test_split):
+        url = f"{server.inference}/v1/models/{server.model_name}:explain"
+        body = {"instances": test_split["x"][:2].tolist()}
+        names = server.card.class_names
+        resp = requests.post(url, json=body, headers={"X-Explain-Target": names[0]}, timeout=30)
+        assert resp.status_code == 200 and {e["target"] for e in resp.json()["explanations"]} == {names[0]}
+        resp = requests.post(url, json=body, headers={"X-Explain-Target": "no-such-class"}, timeout=30)
+        assert_enveloped_error(resp, 400, "invalid_target", "no-such-class")
+
+
 class TestProtocolV2:
     """TS_SERVICE_ENVELOPE=kservev2: Open Inference Protocol in and out."""
 
@@ -229,6 +265,19 @@ class TestProtocolV2:
         got = torch.tensor(output["data"]).reshape(len(rows), n_classes)
         assert torch.allclose(got, expected[:50], atol=1e-6)
         assert got.argmax(1).tolist() == expected[:50].argmax(1).tolist()
+
+    def test_explain_path_gives_the_attributions_as_one_fp32_output(self, server, test_split, attributions):
+        """KServe's v2 explain path: the attributions [rows, features] in feature order, as
+        one FP32 output that the envelope flattens (as it does the probabilities)."""
+        rows = test_split["x"][:10]
+        resp = server.post(f"/v2/models/{server.model_name}/explain", v2_request(rows, id="why-1"))
+        assert resp.status_code == 200, resp.text
+        answer = resp.json()
+        assert answer["id"] == "why-1"
+        (output,) = answer["outputs"]
+        n_features = len(server.card.feature_names)
+        assert output["datatype"] == "FP32" and output["shape"] == [len(rows) * n_features]
+        assert torch.allclose(torch.tensor(output["data"]).reshape(len(rows), n_features), attributions, atol=1e-5)
 
     def test_without_an_id_the_answer_carries_torchserves_request_id(self, server, test_split):
         """After a refused request that had an id, the next one without an id must not be
