@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import torch
@@ -343,6 +343,17 @@ def json_options(body: Any) -> Mapping[str, Any]:
 def _is_json(content_type: str | None) -> bool:
     kind = media_type(content_type)
     return kind == JSON or kind.endswith("+json")
+
+
+def no_explanations(card: ModelCard) -> NoReturn:
+    """The 400 for a variant without autograd (int8, onnx): the endpoint exists, this model
+    cannot answer it, and the message says which variants can (README "Model variants")."""
+    raise RequestError(
+        400,
+        "explanations_unsupported",
+        f"explanations need gradients; this model is served as the {card.variant} variant "
+        f"(runtime {card.runtime}), which has none: serve the torchscript or export variant to explain",
+    )
 
 
 def invalid_target(message: str) -> RequestError:
