@@ -23,6 +23,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
+from handlers import runtimes
 from handlers.contract import (
     JSON,
     Parsed,
@@ -40,7 +41,6 @@ from handlers.contract.envelopes import (
     parse_enveloped,
     service_envelope,
 )
-from handlers import runtimes
 from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation, no_explanations
 from handlers.load_status import write_refusal
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError

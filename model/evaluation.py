@@ -15,9 +15,7 @@ def evaluate_predictions(y_true: torch.Tensor, y_pred: torch.Tensor, class_names
     precision (zero_division=0), as the hand-written loop it replaces did."""
     labels = list(range(len(class_names)))
     true, pred = y_true.numpy(), y_pred.numpy()
-    precision, recall, f1, support = precision_recall_fscore_support(
-        true, pred, labels=labels, zero_division=0.0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(true, pred, labels=labels, zero_division=0.0)
     per_class = {
         name: {
             "precision": float(precision[i]),

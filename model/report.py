@@ -29,7 +29,9 @@ def write_report(out: Path, report: dict[str, Any], history: Sequence[dict[str, 
     (out / "history.json").write_text(json.dumps(list(history), indent=2) + "\n")
     plot_learning_curves(history, out / "learning_curves.png")
     test = report["test"]
-    plot_confusion(np.array(test["confusion_matrix"]["matrix"]), test["confusion_matrix"]["labels"], out / "confusion_matrix.png")
+    plot_confusion(
+        np.array(test["confusion_matrix"]["matrix"]), test["confusion_matrix"]["labels"], out / "confusion_matrix.png"
+    )
     (out / "report.md").write_text(markdown(report, history, majority_baseline(splits)))
 
 
@@ -73,7 +75,9 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path) -> Non
         for i in range(len(labels)):
             for j in range(len(labels)):
                 value = int(values[i, j]) if fmt == "{:d}" else float(values[i, j])
-                ax.text(j, i, fmt.format(value), ha="center", va="center", color="white" if values[i, j] > high else "black")
+                ax.text(
+                    j, i, fmt.format(value), ha="center", va="center", color="white" if values[i, j] > high else "black"
+                )
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -90,7 +94,8 @@ def markdown(report: dict[str, Any], history: Sequence[dict[str, float]], baseli
         f"Scaling: {config.get('scaling', 'standard')}; {config['epochs']} epochs, seed {config['seed']}.",
         "",
         f"Test accuracy **{test['accuracy']:.4f}**, macro F1 **{test['macro']['f1']:.4f}** "
-        f"(gate: accuracy >= {config['min_accuracy']:.2f}). Validation accuracy {report['validation']['accuracy']:.4f}; "
+        f"(gate: accuracy >= {config['min_accuracy']:.2f}). "
+        f"Validation accuracy {report['validation']['accuracy']:.4f}; "
         f"best epoch by validation accuracy: {best['epoch']} ({best['validation_accuracy']:.4f}).",
         "",
         "## Metrics per class (test split)",

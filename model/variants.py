@@ -84,14 +84,24 @@ class Recipe:
 
 # Tolerances on the largest |probability difference| over the test split. The float variants
 # differ from eager by rounding only (measured: TorchScript and torch.export 0, ONNX Runtime
-# 1.8e-7); int8 rounds weights and activations to 8 bits (measured 0.057 on the synthetic test
-# split, seed 0), so its gate is looser and its accuracy gate carries the weight.
+# 1.8e-7); int8 rounds weights and activations to 8 bits (measured on the synthetic test split,
+# seed 0: 0.057 scored as one batch, 0.023 row by row, the same label as eager for 149 and 150 of
+# 150 rows), so its gate is looser and the accuracy gate carries the weight. Dynamic
+# quantization scales the activations by the range of the whole batch, so an int8 answer also
+# depends on the rows it is batched with (measured: up to 0.079 between a row alone and in a batch).
 RECIPES = {
     "torchscript": Recipe(build_torchscript, 1e-6),
-    "int8": Recipe(build_int8, 0.15),
+    "int8": Recipe(build_int8, 0.1),
     "onnx": Recipe(build_onnx, 1e-5),
     "export": Recipe(build_export, 1e-6),
 }
+
+
+def batch_atol(name: str) -> float:
+    """How far two answers for the same row may differ when it is batched differently: the last
+    bits for the float variants (tests.conftest.PROBABILITY_ATOL); for int8 both may stray from
+    eager by up to its tolerance, so twice that."""
+    return 2 * RECIPES[name].tolerance if name == "int8" else 1e-6
 
 
 def variant(name: str) -> Variant:
