@@ -25,8 +25,10 @@ from model.report import REPORT_FILES, write_report
 __all__ = ["REPORT_FILES", "TrainConfig", "evaluate", "run", "train"]
 
 ARTIFACTS = Path("artifacts")
-# measured (README "Training report": scaling): see model/scaling.py
-DEFAULT_SCALING = "standard"
+# minmax (the seed's [0, 1]) beat standard on mean test accuracy over 5 seeds on the synthetic
+# data (0.9667 vs 0.9627) and scikit-learn's breast cancer set (0.9835 vs 0.9741), tied on wine
+# (1.0): `python -m model.scaling`, README "Training report"
+DEFAULT_SCALING = "minmax"
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,12 @@ def test_constant_column_keeps_unit_std():
 
 def test_normalisation_is_fitted_on_the_training_split_only(tmp_path):
     d = data.make_synthetic(n_rows=200, seed=1)
-    train.run(d, train.TrainConfig(epochs=1, min_accuracy=0.0), tmp_path)
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state_dict"]
     s = data.split(d)
-    assert torch.allclose(state["shift"], s.train.x.mean(0))
-    assert not torch.allclose(state["shift"], d.x.mean(0))
+    for scaling, shift in (("standard", s.train.x.mean(0)), ("minmax", s.train.x.min(0).values)):
+        train.run(d, train.TrainConfig(epochs=1, min_accuracy=0.0, scaling=scaling), tmp_path)
+        state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state_dict"]
+        assert torch.allclose(state["shift"], shift)
+    assert not torch.allclose(state["shift"], d.x.min(0).values)
 
 
 def test_training_is_reproducible(tmp_path):
