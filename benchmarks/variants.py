@@ -164,7 +164,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {r['runtime']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
             f"{r['max_probability_diff']:.2g} ({r['tolerance']:g}) | {r['model_file_bytes'] / 1024:.1f} KiB | "
-            f"{r['load_ms']:.0f} ms | {r['ms_per_call_1'] * 1e3:.0f} µs | {r['ms_per_call_1000']:.2f} ms | {r['single_rps']:.0f} | "
+            f"{r['load_ms']:.0f} ms | {r['ms_per_call_1'] * 1e3:.0f} µs | {r['ms_per_call_1000']:.2f} ms | "
+            f"{r['single_rps']:.0f} | "
             f"{r['bulk_rows_per_s']:.0f} | {r['first_answer_s']:.1f} s | {r['worker_rss_mib']:.0f} MiB | "
             f"{'yes' if r['explanations'] else 'no (400)'} |"
         )
