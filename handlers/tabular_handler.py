@@ -44,7 +44,6 @@ from handlers.contract.envelopes import (
 from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation, no_explanations
 from handlers.load_status import write_refusal
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
-from handlers.runtimes import Runtime
 from handlers.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -182,7 +181,7 @@ class TabularHandler(BaseHandler):
         return encode(card).decode()
 
 
-def load_model(context: Any, card: ModelCard, threads: int) -> Runtime:
+def load_model(context: Any, card: ModelCard, threads: int) -> runtimes.Runtime:
     """The model file loaded by the runtime the card names (handlers.runtimes), in place of
     BaseHandler.initialize, which loads only TorchScript and ONNX (the latter on every CPU)."""
     path = os.path.join(context.system_properties["model_dir"], context.manifest["model"]["serializedFile"])
