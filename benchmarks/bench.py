@@ -46,6 +46,7 @@ from benchmarks.report import (
     ts_counters,
     ts_split,
 )
+from handlers import runtimes
 from handlers.contract import Responder, Schema, encode, parse_request
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import server
@@ -108,11 +109,11 @@ def _rate(call: Callable[[], object], seconds: float) -> float:
 
 
 def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> dict[str, float]:
-    """Rows/s in-process with one thread, as a worker runs it: the scripted model alone
+    """Rows/s in-process with one thread, as a worker runs it: the model file alone
     (the model ceiling), and the handler's own work without TorchServe (parse, forward,
     answer encoding) to split the served cost into handler and transport."""
     torch.set_num_threads(1)
-    model = torch.jit.load(str(ARTIFACTS / card.model_file), map_location="cpu").eval()
+    model = runtimes.load(card.runtime, str(ARTIFACTS / card.model_file), 1, autograd=False)  # the card's variant
     out: dict[str, float] = {}
 
     def probabilities(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,35 @@ METADATA_FILE = "metadata.json"
 SCHEMA_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way the trained network is saved and run (README "Model variants").
+
+    ``runtime`` names the loader in ``handlers.runtimes``; ``autograd`` says whether the loaded
+    model can be differentiated, which explanations (handlers/explain.py) need.
+    """
+
+    name: str
+    model_file: str
+    runtime: str
+    autograd: bool
+
+
+# The one table of variants: export writes one of them, the card records which, the handler
+# loads it with the card's runtime. The default stays TorchScript (today's artifact).
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("torchscript", "model.pt", "torchscript", autograd=True),
+        # a scripted module of dynamically quantized linear layers: their int8 kernels have no backward
+        Variant("int8", "model-int8.pt", "torchscript", autograd=False),
+        Variant("onnx", "model.onnx", "onnxruntime", autograd=False),
+        Variant("export", "model.pt2", "torch.export", autograd=True),
+    )
+}
+DEFAULT_VARIANT = "torchscript"
+
+
 class ModelCardError(ValueError):
     """The metadata JSON is missing a field or contradicts itself."""
 
@@ -35,6 +64,11 @@ class ModelCard:
     sha256: str
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # which variant the model file is and what runs it (a card without them predates variants)
+    variant: str = DEFAULT_VARIANT
+    runtime: str = VARIANTS[DEFAULT_VARIANT].runtime
+    # files of the training report (report.md first), packed beside the card in the .mar
+    references: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.feature_names)
@@ -47,6 +81,17 @@ class ModelCard:
             for key in keys:
                 if len(stats.get(key, ())) != n:
                     raise ModelCardError(f"{group}.{key} must have one value per feature ({n})")
+        known = VARIANTS.get(self.variant)
+        if known is None or known.runtime != self.runtime:
+            raise ModelCardError(
+                f"variant {self.variant!r} with runtime {self.runtime!r} is not one of "
+                + ", ".join(f"{v.name} ({v.runtime})" for v in VARIANTS.values())
+            )
+
+    @property
+    def variant_info(self) -> Variant:
+        """The variant's row of the table: its runtime and whether it has autograd."""
+        return VARIANTS[self.variant]
 
     @property
     def n_features(self) -> int:
@@ -56,6 +101,7 @@ class ModelCard:
         data = asdict(self)
         data["feature_names"] = list(self.feature_names)
         data["class_names"] = list(self.class_names)
+        data["references"] = list(self.references)
         return data
 
     @classmethod
@@ -64,6 +110,7 @@ class ModelCard:
             fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
             fields["feature_names"] = tuple(data["feature_names"])
             fields["class_names"] = tuple(data["class_names"])
+            fields["references"] = tuple(data.get("references", ()))
             return cls(**fields)
         except (KeyError, TypeError) as exc:
             raise ModelCardError(f"metadata is missing or has a malformed field: {exc}") from None

@@ -23,6 +23,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
+from handlers import runtimes
 from handlers.contract import (
     JSON,
     Parsed,
@@ -41,7 +42,7 @@ from handlers.contract.envelopes import (
     parse_enveloped,
     service_envelope,
 )
-from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation
+from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation, no_explanations
 from handlers.load_status import write_refusal
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers.telemetry import Telemetry
@@ -53,10 +54,12 @@ INTERNAL_ERROR = RequestError(500, "internal_error", "the server failed to read 
 class TabularHandler(BaseHandler):
     def initialize(self, context: Any) -> None:
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
-        set_torch_threads(settings.get("torch_threads", 1))
+        threads = settings.get("torch_threads", 1)
+        set_torch_threads(threads)
         self.envelope = service_envelope()
         card = checked_card(context)
-        super().initialize(context)
+        self.manifest = context.manifest
+        self.model = load_model(context, card, threads)
         self.card = card
         self.schema = Schema(card.feature_names, max_rows=int(settings.get("max_rows", 10_000)))
         self.responder = Responder(
@@ -71,17 +74,22 @@ class TabularHandler(BaseHandler):
         )  # fmt: skip
         with torch.inference_mode():  # the first call of a scripted module is slow
             self.model(torch.zeros(1, card.n_features))
-        self.explainer = Explainer(
-            self.model, card, ExplainSettings.from_config(settings.get("explain")),
-            context.model_name, self.responder.model_version,
-        )  # fmt: skip
-        self.explainer.warm_up()
+        self.explainer: Explainer | None = None
+        if self.model.differentiable is not None:
+            self.explainer = Explainer(
+                self.model.differentiable, card, ExplainSettings.from_config(settings.get("explain")),
+                context.model_name, self.responder.model_version,
+            )  # fmt: skip
+            self.explainer.warm_up()
+        self.initialized = True
         logging.getLogger().addFilter(quiet_per_batch_log)
         gc.freeze()  # model, modules, card live as long as the worker: no collection rescans them
         logger.info(
-            "loaded %s %s: %d features, classes %s, %d torch threads, envelope %s",
+            "loaded %s %s (%s variant, %s): %d features, classes %s, %d torch threads, envelope %s",
             context.model_name,
             self.responder.model_version,
+            card.variant,
+            card.runtime,
             card.n_features,
             card.class_names,
             torch.get_num_threads(),
@@ -102,7 +110,8 @@ class TabularHandler(BaseHandler):
                 body, content_type = request_body(request, context, idx)
                 p = parse_request(body, content_type, self.schema)
                 if idx in explaining:
-                    parsed.append(self.explainer.request(p, context.get_all_request_header(idx), body, content_type))
+                    explainer = self.explainer or no_explanations(self.card)
+                    parsed.append(explainer.request(p, context.get_all_request_header(idx), body, content_type))
                 else:
                     parsed.append(p)
             except RequestError as exc:
@@ -120,7 +129,8 @@ class TabularHandler(BaseHandler):
         outputs = list(self.score(valid)) if valid else []
         responses = []
         it = iter(outputs)
-        explained = iter(self.explainer.explain([p for p in parsed if isinstance(p, ExplanationRequest)]))
+        asked = [p for p in parsed if isinstance(p, ExplanationRequest)]
+        explained = iter(self.explainer.explain(asked) if self.explainer else [])
         for idx, p in enumerate(parsed):
             context.set_response_content_type(idx, JSON)
             context.set_response_header(idx, "X-Model-Version", self.responder.model_version)
@@ -180,6 +190,13 @@ class TabularHandler(BaseHandler):
         card = self.card.to_dict()
         card["serving"] = {"max_rows": self.schema.max_rows, "version": self.responder.model_version}
         return encode(card).decode()
+
+
+def load_model(context: Any, card: ModelCard, threads: int) -> runtimes.Runtime:
+    """The model file loaded by the runtime the card names (handlers.runtimes), in place of
+    BaseHandler.initialize, which loads only TorchScript and ONNX (the latter on every CPU)."""
+    path = os.path.join(context.system_properties["model_dir"], context.manifest["model"]["serializedFile"])
+    return runtimes.load(card.runtime, path, threads, autograd=card.variant_info.autograd)
 
 
 def checked_card(context: Any) -> ModelCard:

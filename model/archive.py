@@ -1,4 +1,4 @@
-"""Package the scripted model, the handler package and the metadata into a .mar.
+"""Package the model file (the card's variant), the handler package, the metadata and the training report into a .mar.
 
     python -m model.archive [--artifacts artifacts] [--store model_store]
 
@@ -35,6 +35,8 @@ def archive(
     shutil.rmtree(build, ignore_errors=True)
     shutil.copytree(HANDLER.parent, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(artifacts / METADATA_FILE, extra / METADATA_FILE)
+    for name in card.references:  # the training report, so a served model shows how it was made
+        shutil.copy2(artifacts / name, extra / name)
     (build / "tmp").mkdir(parents=True)
     store.mkdir(parents=True, exist_ok=True)
     # TorchServe's archiver stages files in $TMPDIR/<name>: keep that inside build/

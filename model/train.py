@@ -15,11 +15,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from model.data import DataError, Dataset, Splits, load_csv, make_synthetic, split
-from model.network import TabularMLP
+from model.evaluation import evaluate_predictions
+from model.network import SCALINGS, TabularMLP
+from model.report import REPORT_FILES, write_report
+
+__all__ = ["REPORT_FILES", "TrainConfig", "evaluate", "run", "train"]
 
 ARTIFACTS = Path("artifacts")
+# minmax (the seed's [0, 1]) beat standard on mean test accuracy over 5 seeds on the synthetic
+# data (0.9667 vs 0.9627) and scikit-learn's breast cancer set (0.9835 vs 0.9741), tied on wine
+# (1.0): `python -m model.scaling`, README "Training report"
+DEFAULT_SCALING = "minmax"
 
 
 @dataclass(frozen=True)
@@ -31,63 +40,47 @@ class TrainConfig:
     weight_decay: float = 1e-4
     hidden: int = 32
     min_accuracy: float = 0.90
+    scaling: str = DEFAULT_SCALING
 
 
 class AccuracyGateError(RuntimeError):
     """Test accuracy is under the configured gate."""
 
 
-def evaluate(model: nn.Module, data: Dataset) -> dict[str, Any]:
-    """Accuracy, macro and per-class precision/recall/F1, and the confusion matrix."""
-    model.eval()
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], data: Dataset) -> dict[str, Any]:
+    """Accuracy, macro and per-class precision/recall/F1, and the confusion matrix (scikit-learn)."""
+    if isinstance(model, nn.Module):
+        model.eval()
     with torch.inference_mode():
         predicted = model(data.x).argmax(dim=1)
-    n_classes = len(data.class_names)
-    confusion = torch.zeros(n_classes, n_classes, dtype=torch.long)
-    confusion.index_put_((data.y, predicted), torch.ones_like(data.y), accumulate=True)
-    per_class = {}
-    for i, name in enumerate(data.class_names):
-        tp = int(confusion[i, i])
-        predicted_i = int(confusion[:, i].sum())
-        actual_i = int(confusion[i, :].sum())
-        precision = tp / predicted_i if predicted_i else 0.0
-        recall = tp / actual_i if actual_i else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {
-            "precision": precision,
-            "recall": recall,
-            "f1": f1,
-            "support": actual_i,
-        }
-    return {
-        "accuracy": float((predicted == data.y).float().mean()),
-        "macro": {
-            key: sum(c[key] for c in per_class.values()) / n_classes for key in ("precision", "recall", "f1")
-        },
-        "per_class": per_class,
-        "confusion_matrix": {
-            "labels": list(data.class_names),
-            "rows_are": "actual",
-            "matrix": confusion.tolist(),
-        },
-        "rows": len(data),
-    }
+    return evaluate_predictions(data.y, predicted, data.class_names)
 
 
-def train(splits: Splits, config: TrainConfig, log: Callable[[str], object] = print) -> TabularMLP:
-    """Mini-batch Adam; deterministic for a given seed and data (single thread)."""
+@dataclass(frozen=True)
+class Epoch:
+    """One row of the learning curves (history.json)."""
+
+    epoch: int
+    train_loss: float
+    validation_loss: float
+    validation_accuracy: float
+
+
+def train(splits: Splits, config: TrainConfig) -> tuple[TabularMLP, list[Epoch]]:
+    """Mini-batch Adam; deterministic for a given seed and data (single thread). The progress
+    bar (tqdm) shows each epoch on a terminal and stays silent when stderr is not one."""
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     data = splits.train
     model = TabularMLP(len(data.feature_names), len(data.class_names), config.hidden)
-    model.set_normalisation(data.x)
-    optimiser = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    model.set_normalisation(data.x, config.scaling)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     order_gen = torch.Generator().manual_seed(config.seed)
-    for epoch in range(1, config.epochs + 1):
+    history = []
+    bar = tqdm(range(1, config.epochs + 1), desc="train", unit="epoch", disable=None, file=sys.stderr)
+    for epoch in bar:
         model.train()
         order = torch.randperm(len(data), generator=order_gen)
         total = 0.0
@@ -98,16 +91,25 @@ def train(splits: Splits, config: TrainConfig, log: Callable[[str], object] = pr
             loss.backward()
             optimiser.step()
             total += loss.item() * len(batch)
-        val_acc = evaluate(model, splits.validation)["accuracy"]
-        log(f"epoch {epoch:3d}/{config.epochs}  loss {total / len(data):.4f}  val_acc {val_acc:.4f}")
+        history.append(validate(model, splits.validation, epoch, total / len(data), loss_fn))
+        bar.set_postfix(loss=f"{history[-1].train_loss:.4f}", val_acc=f"{history[-1].validation_accuracy:.4f}")
     model.eval()
-    return model
+    return model, history
+
+
+def validate(model: TabularMLP, data: Dataset, epoch: int, train_loss: float, loss_fn: nn.Module) -> Epoch:
+    model.eval()
+    with torch.inference_mode():
+        logits = model(data.x)
+        loss = float(loss_fn(logits, data.y))
+        accuracy = float((logits.argmax(dim=1) == data.y).float().mean())
+    return Epoch(epoch, train_loss, loss, accuracy)
 
 
 def run(data: Dataset, config: TrainConfig, out: Path = ARTIFACTS, source: str = "synthetic") -> dict[str, Any]:
-    """Train, evaluate, write artifacts; raise AccuracyGateError under the gate."""
+    """Train, evaluate, write artifacts and the training report; raise AccuracyGateError under the gate."""
     splits = split(data, seed=config.seed)
-    model = train(splits, config)
+    model, history = train(splits, config)
     report = {
         "test": evaluate(model, splits.test),
         "validation": evaluate(model, splits.validation),
@@ -127,14 +129,18 @@ def run(data: Dataset, config: TrainConfig, out: Path = ARTIFACTS, source: str =
             "feature_names": list(data.feature_names),
             "class_names": list(data.class_names),
             "hidden": config.hidden,
-            # observed training ranges feed the drift signal and the model card
+            "scaling": config.scaling,
+            # observed training statistics feed the drift signal, the explanations' baseline and the card
             "train_min": splits.train.x.min(dim=0).values.tolist(),
             "train_max": splits.train.x.max(dim=0).values.tolist(),
+            "train_mean": splits.train.x.mean(dim=0).tolist(),
+            "train_std": splits.train.x.std(dim=0).tolist(),
         },
         out / "checkpoint.pt",
     )
     torch.save({"x": splits.test.x, "y": splits.test.y}, out / "test_split.pt")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out, report, [asdict(e) for e in history], splits)
     accuracy = report["test"]["accuracy"]
     if accuracy < config.min_accuracy:
         raise AccuracyGateError(
@@ -151,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--min-accuracy", type=float, default=TrainConfig.min_accuracy)
+    parser.add_argument("--scaling", choices=SCALINGS, default=TrainConfig.scaling)
     parser.add_argument("--out", type=Path, default=ARTIFACTS)
     args = parser.parse_args(argv)
-    config = TrainConfig(seed=args.seed, epochs=args.epochs, min_accuracy=args.min_accuracy)
+    config = TrainConfig(seed=args.seed, epochs=args.epochs, min_accuracy=args.min_accuracy, scaling=args.scaling)
     try:
         if args.data:
             if not args.target:
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     test = report["test"]
     print(f"test accuracy {test['accuracy']:.4f}  macro F1 {test['macro']['f1']:.4f}")
-    print(f"wrote {args.out}/checkpoint.pt, test_split.pt, report.json")
+    print(f"wrote {args.out}/checkpoint.pt, test_split.pt and the training report: {', '.join(REPORT_FILES)}")
     return 0
 
 

@@ -67,6 +67,23 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def variant_artifacts(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ModelCard]]:
+    """The tiny model exported as each variant (handlers.model_card.VARIANTS), one folder each."""
+    import shutil
+
+    from handlers.model_card import VARIANTS
+    from model import export
+
+    def build(name: str) -> tuple[Path, ModelCard]:
+        out = tmp_path_factory.mktemp(f"variant-{name}")
+        for item in tiny_artifacts.iterdir():
+            shutil.copy2(item, out / item.name)
+        return out, export.export("tiny", "0.1", out, name)
+
+    return {name: build(name) for name in VARIANTS}
+
+
 def assert_same_answer(got: object, want: object, where: str = "answer") -> None:
     """Two JSON answers are equal, floats within PROBABILITY_ATOL: two requests with the same
     rows may be batched differently, which changes the last bits of the probabilities only."""

@@ -22,7 +22,8 @@ from tests.conftest import REPO
 from tests.unit.test_handler import decode, load_worker
 
 # Completeness bounds, measured on the 150 test-split rows of the shipped model (max error):
-# 64 midpoint steps 6.5e-3; with refinement (64 -> 256 -> 1024 for rows above 1e-3) 9.97e-4.
+# 64 midpoint steps 7.3e-4 with minmax scaling (the default); with standard scaling 6.5e-3, and
+# with refinement (64 -> 256 -> 1024 for rows above 1e-3) 9.97e-4.
 BOUND_64_STEPS = 1e-2
 TOLERANCE = 1e-3
 # the same row explained in another batch or format: float32 BLAS may change the last bits
@@ -118,7 +119,9 @@ def test_every_feature_balances_over_the_targets(built_model, built_card, test_s
     ]
     assert torch.allclose(sum(per_target), torch.zeros_like(x), atol=1e-5)
     predicted = explainer.attribute(x, base, torch.full((len(x),), -1))
-    assert torch.all(predicted.at_row > predicted.at_baseline - TOLERANCE)  # rows moved towards their class
+    # the predicted class is the most probable one at the row (it may be more probable still at
+    # the baseline: with minmax scaling a row near a boundary scores 0.43 where the mean scores 0.73)
+    assert torch.all(predicted.at_row >= 1 / len(built_card.class_names) - TOLERANCE)
 
 
 def test_the_baseline_is_the_training_mean_from_the_card(built_model, built_card, test_split):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError, sha256_of
-from model import export
+from model import export, variants
 
 
 def test_metadata_is_the_full_contract(tiny_artifacts):
@@ -15,13 +15,15 @@ def test_metadata_is_the_full_contract(tiny_artifacts):
     assert card.sha256 == sha256_of(tiny_artifacts / card.model_file)
     assert card.torch_version == torch.__version__ and card.created_at
     assert "accuracy" in card.metrics["test"]
+    assert card.variant == "torchscript" and card.runtime == "torchscript" and card.model_file == "model.pt"
+    assert card.references[0] == "report.md" and all((tiny_artifacts / f).is_file() for f in card.references)
 
 
 def test_scripted_file_matches_eager_to_1e6(tiny_artifacts):
     eager, _ = export.load_eager(tiny_artifacts)
     scripted = torch.jit.load(str(tiny_artifacts / export.MODEL_FILE))
     x = torch.load(tiny_artifacts / "test_split.pt", weights_only=True)["x"]
-    assert export.check_parity(eager, scripted, x) <= 1e-6
+    assert variants.check_parity("torchscript", eager, scripted, x) <= 1e-6
 
 
 def test_parity_failure_stops_the_export(tiny_artifacts):
@@ -30,8 +32,8 @@ def test_parity_failure_stops_the_export(tiny_artifacts):
     with torch.no_grad():
         other.out.bias[0] += 1.0  # one class only: a shift of all logits keeps softmax
     x = torch.load(tiny_artifacts / "test_split.pt", weights_only=True)["x"]
-    with pytest.raises(export.ParityError):
-        export.check_parity(eager, torch.jit.script(other), x)
+    with pytest.raises(variants.GateError, match="variant torchscript: the parity gate failed"):
+        variants.check_parity("torchscript", eager, torch.jit.script(other), x)
 
 
 def test_tampered_model_file_is_refused(tiny_artifacts, tmp_path):

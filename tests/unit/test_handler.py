@@ -18,8 +18,8 @@ from ts.model_loader import TsModelLoader
 from ts.service import Service
 
 from handlers.contract import JSON
-from handlers.model_card import METADATA_FILE, ModelCard
-from model import archive
+from handlers.model_card import METADATA_FILE, VARIANTS, ModelCard
+from model import archive, variants
 from tests.conftest import MODEL_CONFIG, PROBABILITY_ATOL, REPO
 
 
@@ -90,13 +90,30 @@ def load_worker(
     return service
 
 
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request) -> str:
+    """Every test of a served answer runs once per model variant (README "Model variants")."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def worker(tiny_artifacts, tmp_path_factory):
-    """A Service for the tiny model, from a real .mar, with max_rows lowered to 20."""
+def variant_dir(variant, variant_artifacts):
+    return variant_artifacts[variant][0]
+
+
+@pytest.fixture(scope="module")
+def atol(variant) -> float:
+    """Same rows, different batch: the last bits for the float variants, more for int8 (model.variants)."""
+    return max(PROBABILITY_ATOL, variants.batch_atol(variant))
+
+
+@pytest.fixture(scope="module")
+def worker(variant_dir, tmp_path_factory):
+    """A Service for the tiny model as one variant, from a real .mar, with max_rows lowered to 20."""
     tmp = tmp_path_factory.mktemp("worker")
     config = tmp / "model-config.yaml"
     config.write_text(MODEL_CONFIG.with_values(max_rows=20).to_yaml())
-    return load_worker(tiny_artifacts, tmp, "tiny", MODEL_CONFIG.batch_size, config)
+    return load_worker(variant_dir, tmp, "tiny", MODEL_CONFIG.batch_size, config)
 
 
 def request(body, content_type=JSON, rid="r"):
@@ -118,8 +135,8 @@ def predict(worker, *requests) -> list[Answer]:
 
 
 @pytest.fixture(scope="module")
-def card(tiny_artifacts) -> ModelCard:
-    return ModelCard.load(tiny_artifacts / METADATA_FILE)
+def card(variant_dir) -> ModelCard:
+    return ModelCard.load(variant_dir / METADATA_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -127,34 +144,34 @@ def rows(tiny_artifacts) -> torch.Tensor:
     return torch.load(tiny_artifacts / "test_split.pt", weights_only=True)["x"][:6]
 
 
-def expected_probabilities(tiny_artifacts, x):
-    model = torch.jit.load(str(tiny_artifacts / "model.pt"))
-    with torch.inference_mode():
-        return torch.softmax(model(x), 1)
+def expected_probabilities(artifacts, x):
+    """The answer in-process: the card's model file loaded as the handler loads it, one batch."""
+    card = ModelCard.load(artifacts / METADATA_FILE)
+    return variants.probabilities(variants.load(card.variant, artifacts / card.model_file), x)
 
 
-def test_batch_of_requests_each_get_their_own_answer(worker, tiny_artifacts, card, rows):
+def test_batch_of_requests_each_get_their_own_answer(worker, variant_dir, card, rows, atol):
     answers = predict(worker, {"instances": rows[:2].tolist()}, {"instances": rows[2:].tolist()})
-    expected = expected_probabilities(tiny_artifacts, rows)
+    expected = expected_probabilities(variant_dir, rows)
     got = [p for a in answers for p in a.json()["predictions"]]
     assert [a.status for a in answers] == [200, 200]
     assert all(a.content_type == JSON and a.headers["X-Model-Version"] == "0.1" for a in answers)
     assert len(got) == 6
     for p, e in zip(got, expected):
         assert list(p["probabilities"]) == list(card.class_names)
-        assert torch.allclose(torch.tensor(list(p["probabilities"].values())), e, atol=PROBABILITY_ATOL)
+        assert torch.allclose(torch.tensor(list(p["probabilities"].values())), e, atol=atol)
         assert p["label"] == card.class_names[int(e.argmax())]
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_a_bad_request_fails_alone_in_its_batch(worker, rows):
+def test_a_bad_request_fails_alone_in_its_batch(worker, rows, atol):
     good = {"instances": rows[:1].tolist()}
     answers = predict(
         worker, good, {"instances": [[1, 2]]}, (b"nope", "image/png"), good, {"instances": [[0] * 10] * 21}
     )
     assert [a.status for a in answers] == [200, 400, 415, 200, 413]
     first, fourth = (a.json()["predictions"][0]["probabilities"] for a in (answers[0], answers[3]))
-    assert first == pytest.approx(fourth, abs=PROBABILITY_ATOL)  # BLAS rounding may differ by batch position
+    assert first == pytest.approx(fourth, abs=atol)  # BLAS rounding (int8: scaling) may differ by batch position
     assert answers[1].json() == {
         "code": 400,
         "type": "wrong_shape",
@@ -207,3 +224,31 @@ def test_tampered_model_keeps_the_worker_from_loading(tiny_artifacts, tmp_path):
             TsModelLoader().load("tiny", str(model_dir), "tabular_handler.py", None, MODEL_CONFIG.batch_size)
     finally:
         sys.path.remove(str(model_dir))
+
+
+def explain_request(body):
+    r = request(body)
+    r["headers"].append({"name": b"explain", "value": b"True"})
+    return r
+
+
+def test_explanations_answer_where_the_variant_has_autograd_and_a_clear_400_elsewhere(worker, card, rows):
+    """int8 and onnx have no gradients: the explanation alone is refused, naming the variant;
+    a prediction in the same batch is still answered."""
+    _, answers = decode(worker.predict([explain_request({"instances": rows[:1].tolist()}), request({"instances": rows[:1].tolist()})]))
+    assert answers[1].status == 200
+    if card.variant_info.autograd:
+        assert answers[0].status == 200 and len(answers[0].json()["explanations"][0]["attributions"]) == card.n_features
+    else:
+        body = answers[0].json()
+        assert (answers[0].status, body["type"]) == (400, "explanations_unsupported")
+        assert f"the {card.variant} variant" in body["message"] and "torchscript or export" in body["message"]
+
+
+def test_the_served_card_names_the_variant_and_its_runtime(worker, card, variant):
+    batch = [request(b"")]
+    batch[0]["headers"].append({"name": b"describe", "value": b"True"})
+    _, answers = decode(worker.predict(batch))
+    described = json.loads(answers[0].body)
+    assert (described["variant"], described["runtime"]) == (variant, VARIANTS[variant].runtime)
+    assert described["references"][0] == "report.md"

@@ -12,23 +12,34 @@ def test_forward_shapes_and_normalisation_buffers():
     x = torch.randn(500, 10) * 100 + 7
     net.set_normalisation(x)
     assert net(x).shape == (500, 3)
-    assert torch.allclose(net.mean, x.mean(0)) and torch.allclose(net.std, x.std(0))
-    assert {"mean", "std"} <= dict(net.named_buffers()).keys()
+    assert torch.allclose(net.shift, x.mean(0)) and torch.allclose(net.scale, x.std(0))
+    assert {"shift", "scale"} <= dict(net.named_buffers()).keys()
+
+
+def test_minmax_scaling_maps_the_training_split_to_0_1():
+    net = TabularMLP(10, 3)
+    x = torch.randn(500, 10) * 100 + 7
+    net.set_normalisation(x, "minmax")
+    scaled = (x - net.shift) / net.scale
+    assert scaled.min() == pytest.approx(0.0) and scaled.max() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="choose one of"):
+        net.set_normalisation(x, "robust")
 
 
 def test_constant_column_keeps_unit_std():
     net = TabularMLP(2, 3)
     net.set_normalisation(torch.tensor([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]]))
-    assert net.std[1] == 1.0 and torch.isfinite(net(torch.zeros(1, 2))).all()
+    assert net.scale[1] == 1.0 and torch.isfinite(net(torch.zeros(1, 2))).all()
 
 
 def test_normalisation_is_fitted_on_the_training_split_only(tmp_path):
     d = data.make_synthetic(n_rows=200, seed=1)
-    train.run(d, train.TrainConfig(epochs=1, min_accuracy=0.0), tmp_path)
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state_dict"]
     s = data.split(d)
-    assert torch.allclose(state["mean"], s.train.x.mean(0))
-    assert not torch.allclose(state["mean"], d.x.mean(0))
+    for scaling, shift in (("standard", s.train.x.mean(0)), ("minmax", s.train.x.min(0).values)):
+        train.run(d, train.TrainConfig(epochs=1, min_accuracy=0.0, scaling=scaling), tmp_path)
+        state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state_dict"]
+        assert torch.allclose(state["shift"], shift)
+    assert not torch.allclose(state["shift"], d.x.min(0).values)
 
 
 def test_training_is_reproducible(tmp_path):

@@ -1,0 +1,79 @@
+"""Load and call each model variant behind one interface: float32 ``[n, F]`` in, float32 logits out.
+
+The handler picks the loader by the model card's ``runtime`` (never by trying one after the
+other), so a .mar serves the variant it was built with and a wrong file fails loudly at start-up.
+
+- ``torchscript``: ``torch.jit.load`` (the default variant, and the int8 one: a scripted module of
+  dynamically quantized linear layers).
+- ``onnxruntime``: an ONNX Runtime session on the CPU provider with ``handler.torch_threads``
+  intra-op threads and one inter-op thread. This module loads it rather than TorchServe's
+  BaseHandler, whose session takes every logical CPU (psutil.cpu_count) whatever the config says.
+- ``torch.export``: ``torch.export.load(...).module()``; TorchServe 0.12 cannot load a ``.pt2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A loaded model: ``forward`` gives logits; ``differentiable`` is the same forward as a
+    torch callable that autograd can go through, or None where the variant has none."""
+
+    name: str
+    forward: Forward
+    differentiable: Forward | None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+
+def load(runtime: str, path: str, threads: int, autograd: bool) -> Runtime:
+    """The model file at ``path`` loaded by ``runtime`` (the card's field)."""
+    try:
+        loader = LOADERS[runtime]
+    except KeyError:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {sorted(LOADERS)}") from None
+    forward = loader(path, threads)
+    return Runtime(runtime, forward, forward if autograd else None)
+
+
+def load_torchscript(path: str, threads: int) -> Forward:
+    module: torch.jit.ScriptModule = torch.jit.load(path, map_location="cpu").eval()
+    return module
+
+
+def load_exported(path: str, threads: int) -> Forward:
+    module: torch.nn.Module = torch.export.load(path).module()
+    return module
+
+
+def load_onnx(path: str, threads: int) -> Forward:
+    import onnxruntime as ort  # only the onnx variant's workers pay its import
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    (input_name,) = (i.name for i in session.get_inputs())
+    output_name = session.get_outputs()[0].name
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        (logits,) = session.run([output_name], {input_name: x.detach().contiguous().numpy()})
+        return torch.from_numpy(logits)
+
+    return forward
+
+
+LOADERS: dict[str, Callable[[str, int], Forward]] = {
+    "torchscript": load_torchscript,
+    "onnxruntime": load_onnx,
+    "torch.export": load_exported,
+}
