@@ -109,11 +109,8 @@ class TabularHandler(BaseHandler):
             try:
                 body, content_type = request_body(request, context, idx)
                 p = parse_request(body, content_type, self.schema)
-                if idx in explaining:
-                    explainer = self.explainer or no_explanations(self.card)
-                    parsed.append(explainer.request(p, context.get_all_request_header(idx), body, content_type))
-                else:
-                    parsed.append(p)
+                headers = context.get_all_request_header(idx)
+                parsed.append(self.explanation_request(p, headers, body, content_type) if idx in explaining else p)
             except RequestError as exc:
                 parsed.append(exc)
             except Exception:  # a bug, not the client's fault: this request alone fails
@@ -151,6 +148,14 @@ class TabularHandler(BaseHandler):
         self.telemetry.scored(x, probabilities)
         return tuple(probabilities.split([p.rows.shape[0] for p in valid]))
 
+    def explanation_request(
+        self, parsed: Parsed, headers: dict[str, Any], body: Any, content_type: str | None
+    ) -> ExplanationRequest:
+        """The request's explanation options checked, or the 400 of a variant without autograd."""
+        if self.explainer is None:
+            no_explanations(self.card)
+        return self.explainer.request(parsed, headers, body, content_type)
+
     def handle_enveloped(self, data: Any, context: Any, envelope: str) -> list[Any]:
         """One request (what the envelope decoded from the batch's first) in, the outputs
         the envelope wraps out; a bad request raises PredictionException with its 4xx."""
@@ -159,8 +164,9 @@ class TabularHandler(BaseHandler):
         try:
             rows = parse_enveloped(data, envelope, self.schema)
             # the envelope kept only the rows: explanation options come from the X-Explain-* headers
+            headers = context.get_all_request_header(0)
             parsed: Parsed | ExplanationRequest | RequestError = (
-                self.explainer.request(rows, context.get_all_request_header(0), None, None) if explaining else rows
+                self.explanation_request(rows, headers, None, None) if explaining else rows
             )
         except RequestError as exc:
             parsed = exc
@@ -177,6 +183,7 @@ class TabularHandler(BaseHandler):
         context.set_response_content_type(0, JSON)
         context.set_response_header(0, "X-Model-Version", self.responder.model_version)
         if isinstance(parsed, ExplanationRequest):
+            assert self.explainer is not None  # explanation_request() made it
             (body,) = self.explainer.explain([parsed])
             outputs = enveloped_explanations(envelope, body, self.card.feature_names)
         else:
