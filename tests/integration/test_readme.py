@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from decimal import Decimal
 
 import pytest
 import requests
@@ -39,3 +40,44 @@ def test_readme_error_table(live, predict_url, row):
     type_, status, content_type, body, message = (cell.strip().strip("|").strip().strip("`") for cell in row)
     resp = requests.post(predict_url, data=body.encode(), headers={"Content-Type": content_type}, timeout=ANSWER_TIMEOUT)
     assert resp.json() == {"code": int(status), "type": type_, "message": message.replace("\\\\", "\\")}
+
+
+README_ROW = [-50, -39, -28, -18, -2, 11, -24, -38, 200, 2894]  # the row of the README's curl examples
+
+
+def rounded_json_blocks(section: str) -> list[dict]:
+    """The ```json blocks of a README section (``...`` elisions removed)."""
+    import json
+
+    blocks = re.findall(r"```json\n(.*?)```", section, re.S)
+    return [json.loads(re.sub(r",\s*\.\.\.", "", block)) for block in blocks]
+
+
+def close(shown: object, real: object, where: str = "") -> None:
+    """Every number the README shows equals the live one to the digits it shows."""
+    if isinstance(shown, dict):
+        for key, value in shown.items():
+            close(value, real[key], f"{where}.{key}")  # type: ignore[index]
+    elif isinstance(shown, list):
+        for i, value in enumerate(shown):
+            close(value, real[i], f"{where}[{i}]")  # type: ignore[index]
+    elif isinstance(shown, float):
+        tolerance = 0.5 * 10 ** Decimal(repr(shown)).as_tuple().exponent  # half a unit of the last digit shown
+        assert abs(shown - real) <= tolerance, f"README{where}: shows {shown}, the server answers {real}"  # type: ignore[operator]
+    else:
+        assert shown == real, f"README{where}: shows {shown!r}, the server answers {real!r}"
+
+
+def test_the_readme_answers_are_the_servers(live, predict_url, built_card):
+    """The example answers in the README are today's model's, not a stale model's."""
+    first_request = (REPO / "artifacts" / "example-request.json").read_bytes()
+    example = requests.post(predict_url, data=first_request, headers={"Content-Type": "application/json"}, timeout=30).json()
+    one_row = requests.post(predict_url, json={"instances": [README_ROW]}, timeout=30).json()
+    explain_url = predict_url.replace("/predictions/", "/explanations/")
+    explained = requests.post(explain_url, json={"instances": [README_ROW]}, timeout=30).json()
+    first_screen, api = README[: README.index("## The prediction API")], API
+    (shown_first,) = rounded_json_blocks(first_screen)
+    close(shown_first["predictions"][0], example["predictions"][0], ".first-screen")
+    shown_response, shown_explanation = rounded_json_blocks(api)
+    close(shown_response["predictions"][0], one_row["predictions"][0], ".response")
+    close(shown_explanation["explanations"][0], explained["explanations"][0], ".explanation")
