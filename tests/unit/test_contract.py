@@ -4,10 +4,14 @@ import io
 import json
 
 import numpy as np
+import orjson
 import pytest
 import torch
 
 from handlers.contract import (
+    ARRAY,
+    COLUMNAR,
+    COLUMNS,
     CSV,
     JSON,
     NPY,
@@ -15,8 +19,10 @@ from handlers.contract import (
     RequestError,
     Responder,
     Schema,
+    answer_format,
     parse_request,
 )
+from handlers.contract import ROWS as ROW_ANSWER
 from model.data import SYNTHETIC_CLASSES, SYNTHETIC_FEATURES
 
 SCHEMA = Schema(SYNTHETIC_FEATURES, max_rows=50)
@@ -344,3 +350,34 @@ def test_a_big_endian_npy_body_is_read():
     """Found by tests/reliability fuzzing: torch refused non-native byte order (a 5xx)."""
     rows = np.array(ROWS, dtype=">f8")
     assert torch.equal(parse(npy(rows), NPY).rows, torch.tensor(ROWS, dtype=torch.float32))
+
+
+@pytest.mark.parametrize(
+    ("accept", "fmt"),
+    [
+        (None, ROW_ANSWER),
+        ("", ROW_ANSWER),
+        ("*/*", ROW_ANSWER),
+        ("application/json", ROW_ANSWER),
+        ("text/html", ROW_ANSWER),
+        ("application/x-npy", ARRAY),
+        ("Application/X-NPY; q=1", ARRAY),
+        ("application/json;q=0.5, application/vnd.tabular.columnar+json", COLUMNS),
+        ("application/vnd.tabular.columnar+json, application/x-npy", COLUMNS),
+    ],
+)
+def test_accept_picks_the_answer_format(accept, fmt):
+    assert answer_format(accept) == fmt
+
+
+def test_v2_and_columnar_answers_carry_the_float32_values():
+    """Encoded from numpy: each float32 as the shortest text that reads back as that float32."""
+    v2 = orjson.loads(RESPONDER.render(Parsed(torch.zeros(2, 10), "v2"), PROBS)[0])
+    assert np.array(v2["outputs"][0]["data"], dtype=np.float32).tolist() == PROBS.flatten().tolist()
+    body, content_type = RESPONDER.render(Parsed(torch.zeros(2, 10)), PROBS, COLUMNS)
+    doc = orjson.loads(body)
+    assert content_type == COLUMNAR and doc["labels"] == [SYNTHETIC_CLASSES[1], SYNTHETIC_CLASSES[0]]
+    assert np.array(doc["probabilities"], dtype=np.float32).tolist() == PROBS.tolist()
+    array, content_type = RESPONDER.render(Parsed(torch.zeros(2, 10)), PROBS, ARRAY)
+    assert content_type == "application/x-npy"
+    assert np.load(io.BytesIO(array), allow_pickle=False).tolist() == PROBS.tolist()
