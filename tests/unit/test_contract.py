@@ -381,3 +381,38 @@ def test_v2_and_columnar_answers_carry_the_float32_values():
     array, content_type = RESPONDER.render(Parsed(torch.zeros(2, 10)), PROBS, ARRAY)
     assert content_type == "application/x-npy"
     assert np.load(io.BytesIO(array), allow_pickle=False).tolist() == PROBS.tolist()
+
+
+CSV_BODIES = [
+    "1,2,3,4,5,6,7,8,9,10\n",
+    "\n\n" + ",".join(SYNTHETIC_FEATURES[::-1]) + "\n10,9,8,7,6,5,4,3,2,1\n\n1,2,3,4,5,6,7,8,9,10",
+    "1,2,3,4,5,6,7,8,9,10\r\n1,2,3,4,5,6,7,8,9,10\r\n",
+    '"1",2,3,4,5,6,7,8,9,10\n',
+    "1,2,3,4,5,6,7,8,9,10\n1,2,3\n",
+    "1,2,3,4,5,6,7,8,9,10\n1,2,3,4,5,6,7,8,9,nan\n",
+    "1,2,3,4,5,6,7,8,9,10\n1,2,3,4,5,6,7,8,9,1e39\n",
+    "1_0,2,3,4,5,6,7,8,9,10\n   \n1,2,3,4,5,6,7,8,9,10\n",
+    "f1,f2\n1,2\n",
+    "# comment\n1,2,3,4,5,6,7,8,9,10\n",
+    "1,2,3,4,5,6,7,8,9,10\n" * 51,
+]
+
+
+@pytest.mark.parametrize("text", CSV_BODIES, ids=range(len(CSV_BODIES)))
+def test_the_fast_csv_path_answers_exactly_as_the_csv_module_path(text):
+    """numpy's reader takes plain bodies; whatever it takes must equal the exact path's rows,
+    and whatever it cannot must leave the answer (or the error) to the exact path."""
+    from handlers.contract.csv_rows import _fast_rows, _rows_with_places
+
+    try:
+        want: object = _rows_with_places(text, SCHEMA).tolist()
+    except RequestError as exc:
+        want = exc.to_dict()
+    fast = _fast_rows(text, SCHEMA)
+    if fast is not None:
+        assert fast.dtype == torch.float32 and fast.tolist() == want
+    try:
+        got: object = parse_request(text.encode(), CSV, SCHEMA).rows.tolist()
+    except RequestError as exc:
+        got = exc.to_dict()
+    assert got == want
