@@ -23,6 +23,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
+from handlers import worker_protocol
 from handlers.contract import (
     ARRAY,
     JSON,
@@ -55,6 +56,7 @@ class TabularHandler(BaseHandler):
     def initialize(self, context: Any) -> None:
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
         set_torch_threads(settings.get("torch_threads", 1))
+        self.reader = worker_protocol.install(bool(settings.get("buffered_reader", False)))
         self.envelope = service_envelope()
         card = checked_card(context)
         super().initialize(context)
@@ -80,13 +82,14 @@ class TabularHandler(BaseHandler):
         logging.getLogger().addFilter(quiet_per_batch_log)
         gc.freeze()  # model, modules, card live as long as the worker: no collection rescans them
         logger.info(
-            "loaded %s %s: %d features, classes %s, %d torch threads, envelope %s",
+            "loaded %s %s: %d features, classes %s, %d torch threads, envelope %s, buffered reader %s",
             context.model_name,
             self.responder.model_version,
             card.n_features,
             card.class_names,
             torch.get_num_threads(),
             self.envelope or "none",
+            self.reader,
         )
 
     def handle(self, data: Any, context: Any) -> list[Any]:
