@@ -279,13 +279,13 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for b in results["bulk"]:
-        handler = model.get(f"handler_rows_per_s_bulk_{b['format']}", 0.0)
+        handler = model.get(f"handler_rows_per_s_bulk_{b['format']}")
         lines.append(
             f"| {BULK_LABELS.get(b['format'], b['format'])} ({b['connections']} connections) "
             f"| {fmt_num(b['rows_per_s'])} | {fmt_num(b['rps'])} "
             f"| {b['p99_ms']:.1f} | {b['errors']} | {fmt_num(model['rows_per_s_1000'])} "
             f"| {fmt_ratio(ratio(b['rows_per_s'], model['rows_per_s_1000']))} "
-            f"| {fmt_num(handler)} "
+            f"| {'' if handler is None else fmt_num(handler)} "
             f"| {cpu(b, 'frontend')} | {cpu(b, 'workers')} |"
         )
     best_single = max((r["rps"] for r in results["single"]), default=0.0)
