@@ -47,7 +47,7 @@ from benchmarks.report import (
     ts_counters,
     ts_split,
 )
-from handlers.contract import Responder, Schema, encode, parse_request
+from handlers.contract import Responder, Schema, parse_request
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import server
 from servectl.settings import REPO, ServeSettings, free_loopback_ports
@@ -129,7 +129,7 @@ def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> 
 
         def handle(body: bytes, content_type: str) -> bytes:
             parsed = parse_request(body, content_type, schema)
-            return encode(responder.body(parsed, torch.softmax(model(parsed.rows), dim=1)))
+            return responder.render(parsed, torch.softmax(model(parsed.rows), dim=1))[0]
 
         for key, path, ctype, rows in (
             ("handler_rows_per_s_single_json", payloads.single, JSON_CT, 1),
