@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import psutil
 import requests
 import torch
@@ -47,7 +48,7 @@ from benchmarks.report import (
     ts_split,
 )
 from handlers import runtimes
-from handlers.contract import Responder, Schema, encode, parse_request
+from handlers.contract import Responder, Schema, parse_request
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import server
 from servectl.settings import REPO, ServeSettings, free_loopback_ports
@@ -59,6 +60,7 @@ ARTIFACTS = REPO / "artifacts"
 MODEL_CONFIG = REPO / "serve_config" / "model-config.yaml"
 JSON_CT = "application/json"
 NPY_CT = "application/x-npy"
+COLUMNAR_CT = "application/vnd.tabular.columnar+json"
 
 
 # ---------------------------------------------------------------- payloads
@@ -128,7 +130,7 @@ def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> 
 
         def handle(body: bytes, content_type: str) -> bytes:
             parsed = parse_request(body, content_type, schema)
-            return encode(responder.body(parsed, torch.softmax(model(parsed.rows), dim=1)))
+            return responder.render(parsed, torch.softmax(model(parsed.rows), dim=1))[0]
 
         for key, path, ctype, rows in (
             ("handler_rows_per_s_single_json", payloads.single, JSON_CT, 1),
@@ -267,17 +269,33 @@ class CpuMeter:
         )
 
 
+def bulk_formats(payloads: Payloads) -> list[tuple[str, Path, str, str]]:
+    """(name, body, Content-Type, Accept) of each bulk measurement: JSON rows (the default
+    answer), the columnar JSON answer, .npy in with the row answer, .npy both ways."""
+    return [
+        ("json", payloads.bulk_json, JSON_CT, ""),
+        ("columnar", payloads.bulk_json, JSON_CT, COLUMNAR_CT),
+        ("npy", payloads.bulk_npy, NPY_CT, ""),
+        ("binary", payloads.bulk_npy, NPY_CT, NPY_CT),
+    ]
+
+
+def answered_rows(resp: requests.Response) -> int:
+    if resp.headers.get("Content-Type", "").startswith(NPY_CT):
+        return len(np.load(io.BytesIO(resp.content), allow_pickle=False))
+    doc = resp.json()
+    return len(doc["labels"] if "labels" in doc else doc["predictions"])
+
+
 def check_answers(run: Running, payloads: Payloads) -> None:
-    """Before timing anything: every payload gets a 200 with one prediction per row."""
-    for path, ctype, rows in (
-        (payloads.single, JSON_CT, 1),
-        (payloads.bulk_json, JSON_CT, payloads.bulk_rows),
-        (payloads.bulk_npy, NPY_CT, payloads.bulk_rows),
-    ):
+    """Before timing anything: every payload gets a 200 with one answer per row."""
+    for _, path, ctype, accept in [("single", payloads.single, JSON_CT, ""), *bulk_formats(payloads)]:
+        rows = 1 if path == payloads.single else payloads.bulk_rows
         resp = requests.post(
-            run.predict_url, data=path.read_bytes(), headers={"Content-Type": ctype}, timeout=10
+            run.predict_url, data=path.read_bytes(), headers={"Content-Type": ctype, "Accept": accept or "*/*"},
+            timeout=10,
         )
-        if resp.status_code != 200 or len(resp.json()["predictions"]) != rows:
+        if resp.status_code != 200 or answered_rows(resp) != rows:
             raise SystemExit(f"bench: {path.name} answered {resp.status_code}: {resp.text[:300]}")
 
 
@@ -299,6 +317,7 @@ def wrk(
     body: Path | None = None,
     content_type: str = JSON_CT,
     rows: int = 1,
+    accept: str = "",
 ) -> LoadResult:
     threads = min(2, connections)
     cmd = [
@@ -313,7 +332,7 @@ def wrk(
         url,
     ]
     if body is not None:
-        cmd += ["--", str(body), content_type]
+        cmd += ["--", str(body), content_type, accept]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if done.returncode != 0:
         raise SystemExit(f"bench: wrk failed ({done.returncode}): {done.stderr or done.stdout}")
@@ -324,8 +343,8 @@ def warm_up(run: Running, payloads: Payloads, seconds: float) -> None:
     """Not counted. The JVM's JIT compiler needs ~20 s of traffic on 2 busy cores before
     the frontend's cost per request settles (it falls by ~40%), so each path gets its share."""
     wrk(run.predict_url, 64, seconds / 2, "warm-up", payloads.single)
-    wrk(run.predict_url, 8, seconds / 6, "warm-up", payloads.bulk_json, rows=payloads.bulk_rows)
-    wrk(run.predict_url, 8, seconds / 6, "warm-up", payloads.bulk_npy, NPY_CT, payloads.bulk_rows)
+    for _, path, ctype, accept in bulk_formats(payloads):
+        wrk(run.predict_url, 8, seconds / 12, "warm-up", path, ctype, payloads.bulk_rows, accept)
     wrk(run.ping_url, 64, seconds / 6, "warm-up")
 
 
@@ -377,14 +396,20 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
             say(f"bench: {d:g}s at {c} connections: /ping, then single-row predictions")
             ping.append(meter.measure(partial(wrk, run.ping_url, c, d, "ping")))
             single.append(meter.measure(partial(wrk, run.predict_url, c, d, "single", payloads.single)))
-        for fmt, path, ctype in (("json", payloads.bulk_json, JSON_CT), ("npy", payloads.bulk_npy, NPY_CT)):
+        for fmt, path, ctype, accept in bulk_formats(payloads):
             say(f"bench: {d:g}s of {payloads.bulk_rows}-row {fmt} at {args.bulk_connections} connections")
-            r = meter.measure(
-                partial(wrk, run.predict_url, args.bulk_connections, d, f"bulk-{fmt}", path, ctype, payloads.bulk_rows)
-            )
+            r = meter.measure(partial(wrk, run.predict_url, args.bulk_connections, d, f"bulk-{fmt}", path, ctype,
+                                      payloads.bulk_rows, accept))
             bulk.append(r | {"format": fmt})
         mem = memory(run.proc)
         cold, ready = run.cold_start_s, run.ready_s
+        scored = score_a_file(run, card, args.score_rows) if args.score_rows else None
+    peer = None
+    if not args.no_peer:
+        by_c = {r["connections"]: r for r in single}
+        served_bulk = next(b["rows_per_s"] for b in bulk if b["format"] == "json")
+        peer = fastapi_peer(payloads, d, args.warmup / 4, args.bulk_connections)
+        peer |= {"served_single": by_c.get(64, single[-1])["rps"], "served_bulk": served_bulk}
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": info,
@@ -397,7 +422,75 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         "cold_start_s": cold,
         "ready_s": ready,
         "memory": mem,
+        "peer": peer,
+        "score": scored,
     }
+
+
+def score_a_file(run: Running, card: ModelCard, n_rows: int, connections: int = 4, chunk_rows: int = 5000,
+                 ) -> dict[str, Any]:
+    """``python -m client score`` on a generated CSV of ``n_rows`` rows (not kept), in its own
+    process: rows/s end to end (read, send, answer, write) and the client's peak memory."""
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
+        src, dst = Path(tmp) / "rows.csv", Path(tmp) / "scored.csv"
+        rng = np.random.default_rng(1)
+        mean, std = np.array(card.normalisation["mean"]), np.array(card.normalisation["std"])
+        with open(src, "wb") as f:
+            f.write(",".join(card.feature_names).encode() + b"\n")
+            for start in range(0, n_rows, 100_000):
+                rows = (mean + std * rng.standard_normal((min(100_000, n_rows - start), card.n_features)))
+                f.write(orjson.dumps(rows.astype(np.float32), option=orjson.OPT_SERIALIZE_NUMPY)[2:-2]
+                        .replace(b"],[", b"\n") + b"\n")
+        say(f"bench: scoring a {n_rows:,}-row CSV ({src.stat().st_size / 2**20:.0f} MiB) with python -m client score")
+        cmd = [sys.executable, "-m", "client", "score", str(src), "--out", str(dst), "--no-progress",
+               "--url", run.settings.inference.url, "--model", run.settings.model_name,
+               "--connections", str(connections), "--chunk-rows", str(chunk_rows)]
+        started = time.perf_counter()
+        proc = psutil.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        peak = 0
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.1)
+        seconds = time.perf_counter() - started
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: python -m client score failed: {err}")
+        with open(dst, "rb") as f:
+            written = sum(1 for _ in f) - 1
+        if written != n_rows:
+            raise SystemExit(f"bench: client score wrote {written} rows of {n_rows}")
+        retries = int(err.split(" requests, ", 1)[1].split(" resent", 1)[0]) if " resent" in err else 0
+        return {"rows": n_rows, "seconds": seconds, "rows_per_s": n_rows / seconds, "mib": src.stat().st_size / 2**20,
+                "connections": connections, "chunk_rows": chunk_rows, "retries": retries,
+                "client_rss_mib": peak / 2**20}
+
+
+def fastapi_peer(payloads: Payloads, seconds: float, warmup: float, bulk_connections: int,
+                 workers: int = 2) -> dict[str, Any]:
+    """The FastAPI + uvicorn peer (benchmarks/fastapi_peer.py) on the same model, measured like
+    the served model: single-row JSON at 64 connections and 1000-row JSON at ``bulk_connections``."""
+    (port,) = free_loopback_ports(1)
+    url = f"http://127.0.0.1:{port}/predict"
+    say(f"bench: the FastAPI + uvicorn peer ({workers} workers) on port {port}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_peer:app", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = payloads.single.read_bytes()
+        wait_for(lambda: requests.post(url, data=body, headers={"Content-Type": JSON_CT}, timeout=2).ok, 60,
+                 "the FastAPI peer's first answer", interval=0.05, retry_on=(requests.RequestException,))
+        wrk(url, 64, warmup, "warm-up", payloads.single)
+        wrk(url, bulk_connections, warmup / 2, "warm-up", payloads.bulk_json, rows=payloads.bulk_rows)
+        single = wrk(url, 64, seconds, "peer-single", payloads.single)
+        bulk = wrk(url, bulk_connections, seconds, "peer-bulk", payloads.bulk_json, rows=payloads.bulk_rows)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"workers": workers, "peer_single": single.rps, "peer_bulk": bulk.rows_per_s,
+            "peer_single_p99_ms": single.p99_ms, "peer_errors": single.errors + bulk.errors}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -473,6 +566,8 @@ def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict
             with serving(card, payloads.single, model_store=tmp_path / "model_store") as run:
                 warm_up(run, payloads, args.warmup / 2)
                 ping = wrk(run.ping_url, 64, args.sweep_duration, "ping")
+                lone_ping = wrk(run.ping_url, 1, args.sweep_duration, "ping")
+                lone = wrk(run.predict_url, 1, args.sweep_duration, "single", payloads.single)
                 single_cpu = CpuMeter(run.proc).measure(
                     lambda: wrk(run.predict_url, 64, args.sweep_duration, "single", payloads.single)
                 )
@@ -499,6 +594,8 @@ def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict
             "cold_start_s": run.cold_start_s,
             "cpu_us_per_req_frontend": single_cpu["cpu_us_per_req_frontend"],
             "cpu_us_per_req_workers": single_cpu["cpu_us_per_req_workers"],
+            "lone_p50_ms": lone.p50_ms,
+            "ping_lone_p50_ms": lone_ping.p50_ms,
         }
         say(
             f"  -> {single.rps:.0f} req/s, p99 {single.p99_ms:.1f} ms, /ping {ping.rps:.0f}, "
@@ -533,10 +630,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--note", default="", help="conditions to state with the results")
     p.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
+    p.add_argument("--no-peer", action="store_true", help="skip the FastAPI + uvicorn peer")
+    p.add_argument("--score-rows", type=int, default=1_000_000,
+                   help="rows of the generated CSV python -m client score scores (0: skip)")
     p.add_argument("--sweep", action="store_true", help="try workers x batchSize x maxBatchDelay")
-    p.add_argument("--sweep-workers", type=ints, default=[1, 2, 3])
-    p.add_argument("--sweep-batch", type=ints, default=[1, 8, 32])
-    p.add_argument("--sweep-delay", type=ints, default=[0, 5])
+    p.add_argument("--sweep-workers", type=ints, default=[2, 3])
+    p.add_argument("--sweep-batch", type=ints, default=[1, 8, 64])
+    # 1 ms is the least: TorchServe 0.12 reads maxBatchDelay 0 as its default, 100 ms (measured)
+    p.add_argument("--sweep-delay", type=ints, default=[1, 2])
     p.add_argument("--sweep-duration", type=float, default=5.0)
     p.add_argument("--p99-budget", type=float, default=25.0, help="ms, for the sweep's verdict")
     args = p.parse_args(argv)

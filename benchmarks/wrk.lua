@@ -1,6 +1,7 @@
 -- wrk script for the benchmark harness.
 --   wrk ... -s wrk.lua URL                       GET (TorchServe's /ping)
 --   wrk ... -s wrk.lua URL -- BODY_FILE CTYPE    POST the file's bytes with that Content-Type
+--   wrk ... -s wrk.lua URL -- BODY_FILE CTYPE ACCEPT   ... and that Accept header (bulk answers)
 -- done() prints one machine-readable line (WRKJSON {...}); latencies in microseconds.
 
 local req = nil
@@ -12,6 +13,9 @@ function init(args)
     f:close()
     wrk.method = "POST"
     wrk.headers["Content-Type"] = args[2] or "application/json"
+    if args[3] ~= nil and args[3] ~= "" then
+      wrk.headers["Accept"] = args[3]
+    end
   end
   req = wrk.format()
 end

@@ -8,6 +8,7 @@ from client.api import (
     Prediction,
     PredictionError,
     Predictions,
+    Scores,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "Prediction",
     "PredictionError",
     "Predictions",
+    "Scores",
 ]

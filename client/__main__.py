@@ -1,6 +1,7 @@
-"""Command line: ``python -m client {predict,explain,metadata,health}``.
+"""Command line: ``python -m client {predict,score,explain,metadata,health}``.
 
     python -m client predict --csv rows.csv
+    python -m client score rows.csv --out scored.csv             # a file of any size, in chunks
     echo '[[...10 numbers...]]' | python -m client predict      # JSON rows on stdin
     echo '[[...10 numbers...]]' | python -m client explain --target beta --top 5
     python -m client metadata
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from client.api import Client, ClientConfig, Explanations, PredictionError, Predictions
@@ -57,10 +59,39 @@ def rows_from_stdin(text: str) -> Any:
     return doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
 
 
+def score(args: argparse.Namespace, config: ClientConfig) -> int:
+    from client.score import ScoreError, score_file
+
+    if not args.file or not args.out:
+        print("client: error: score needs a file and --out (python -m client score rows.csv --out scored.csv)",
+              file=sys.stderr)
+        return 2
+    try:
+        report = score_file(config, Path(args.file), Path(args.out), show_progress=not args.no_progress,
+                            connections=args.connections, chunk_rows=args.chunk_rows, retries=args.retries)
+    except ScoreError as exc:
+        print(f"client: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"client: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"scored {report.rows:,} rows in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s, "
+          f"{report.chunks} requests, {report.retries} resent) with model version {report.model_version}: {args.out}",
+          file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["predict", "explain", "metadata", "health"])
+    parser.add_argument("command", choices=["predict", "score", "explain", "metadata", "health"])
+    parser.add_argument("file", nargs="?", help="score: the CSV file to score (one row per line, optional header)")
+    parser.add_argument("--out", help="score: where to write label,<class probabilities> per row, in input order")
+    parser.add_argument("--connections", type=int, default=4, help="score: requests in parallel (default 4)")
+    parser.add_argument("--chunk-rows", type=int, default=5000, help="score: rows per request (default 5000)")
+    parser.add_argument("--retries", type=int, default=5,
+                        help="score: resends of a chunk on a connection error, 503 or 'Worker died.' (default 5)")
+    parser.add_argument("--no-progress", action="store_true", help="score: no progress bar")
     parser.add_argument("--csv", help="CSV file to score (one row per line, optional header)")
     parser.add_argument("--url", help="inference base URL (default $MODEL_URL or http://127.0.0.1:8080)")
     parser.add_argument("--management-url", help="management base URL (default http://127.0.0.1:8081)")
@@ -79,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             health = client.health()
             print(json.dumps(health, indent=2))
             return 0 if health["ready"] else 1
+        elif args.command == "score":
+            return score(args, client.config)
         elif args.command == "explain":
             try:
                 if args.csv:

@@ -1,8 +1,10 @@
 """A small Python client for the served model, built on ``requests``.
 
 Class names come from the server's answers and its model card; the client copies no
-feature or class list. Connection errors and 503s are retried with backoff; every other
-failure raises :class:`PredictionError` carrying the server's status, type and message.
+feature or class list. Connection errors and 503s are retried with backoff, and so are
+predictions that met a worker's death (TorchServe's 500/507 "Worker died.": predictions are
+pure functions of the body, so resending is safe); every other failure raises
+:class:`PredictionError` carrying the server's status, type and message.
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
+import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 JSON = "application/json"
+NPY = "application/x-npy"
+WORKER_DIED = "Worker died."  # TorchServe's message for the requests in flight on a dead worker
 
 
 class PredictionError(Exception):
@@ -30,6 +36,16 @@ class PredictionError(Exception):
         self.status = status
         self.type = type_
         self.message = message
+
+    @property
+    def worker_died(self) -> bool:
+        """TorchServe's answer to the requests in flight on a worker that died (500 or 507)."""
+        return self.status in (500, 507) and self.message.strip() == WORKER_DIED
+
+    @property
+    def transient(self) -> bool:
+        """Worth resending a prediction for: unreachable, 503 (no worker yet), or a dead worker."""
+        return self.status in (0, 503) or self.worker_died
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,20 @@ class Predictions:
     model_name: str
     model_version: str
     rows: list[Prediction] = field(default_factory=list)
+
+
+@dataclass
+class Scores:
+    """A bulk answer: the probabilities as one float32 array [rows, classes]."""
+
+    model_version: str
+    class_names: tuple[str, ...]
+    probabilities: np.ndarray
+
+    @property
+    def labels(self) -> list[str]:
+        names = self.class_names
+        return [names[i] for i in self.probabilities.argmax(axis=1).tolist()]
 
 
 @dataclass
@@ -128,23 +158,64 @@ class Client:
         version = f"/{self.config.version}" if self.config.version else ""
         return f"{self.config.inference_url}/predictions/{self.config.model}{version}"
 
-    def predict(self, rows: Any) -> Predictions:
-        """Rows in feature order, dicts of named features, or a DataFrame-like table."""
+    @overload
+    def predict(self, rows: Any, binary: Literal[False] = False) -> Predictions: ...
+    @overload
+    def predict(self, rows: Any, binary: Literal[True]) -> Scores: ...
+
+    def predict(self, rows: Any, binary: bool = False) -> Predictions | Scores:
+        """Rows in feature order, dicts of named features, or a DataFrame-like table.
+
+        ``binary=True``: the rows go as a float32 .npy array and the answer comes back as
+        one (:class:`Scores`), the fast path for many rows (rows must then be numbers in
+        feature order)."""
+        if binary:
+            return self.predict_array(np.asarray(rows.tolist() if hasattr(rows, "tolist") else rows))
         return self._predictions(self.post(JSON, json_body({"instances": to_instances(rows)})))
 
     def predict_csv(self, path: str | Path) -> Predictions:
         return self._predictions(self.post("text/csv", Path(path).read_bytes()))
 
     def predict_npy(self, array: Any) -> Predictions:
-        import numpy as np
+        return self._predictions(self.post(NPY, npy_body(array)))
 
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(array, dtype=np.float32), allow_pickle=False)
-        return self._predictions(self.post("application/x-npy", buf.getvalue()))
+    def predict_array(self, array: Any) -> Scores:
+        """A float32 array [rows, features] in, the probabilities [rows, classes] out, both .npy."""
+        return self.scores(self.post_for(NPY, npy_body(array), accept=NPY))
 
     def post(self, content_type: str, body: bytes) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("POST", self.predict_url, data=body, headers={"Content-Type": content_type})
+        answer: dict[str, Any] = self.post_for(content_type, body).json()
         return answer
+
+    def post_for(
+        self,
+        content_type: str,
+        body: bytes,
+        accept: str | None = None,
+        retries: int | None = None,
+        retry_if: Callable[[PredictionError], bool] = lambda exc: exc.worker_died,
+    ) -> requests.Response:
+        """POST a prediction; an answer ``retry_if`` accepts (by default "Worker died.") is
+        resent up to ``retries`` times (default the config's) with backoff. 503 and connect
+        errors are also resent by the session's adapter, before this sees them."""
+        headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
+        budget = self.config.retries if retries is None else retries
+        attempt = 0
+        while True:
+            try:
+                return self._request("POST", self.predict_url, data=body, headers=headers)
+            except PredictionError as exc:
+                if attempt >= budget or not retry_if(exc):
+                    raise
+            time.sleep(min(self.config.backoff * 2**attempt, 5.0))
+            attempt += 1
+
+    @staticmethod
+    def scores(resp: requests.Response) -> Scores:
+        """A .npy answer, with the class names and version from its headers."""
+        array = np.load(io.BytesIO(resp.content), allow_pickle=False)
+        names = tuple(json.loads(resp.headers["X-Class-Names"]))
+        return Scores(resp.headers.get("X-Model-Version", ""), names, array)
 
     @property
     def explain_url(self) -> str:
@@ -233,6 +304,9 @@ class Client:
     # ------------------------------------------------------------ plumbing
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self._request(method, url, **kwargs).json()
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         timeout = (self.config.connect_timeout, self.config.read_timeout)
         try:
             resp = self.session.request(method, url, timeout=timeout, **kwargs)
@@ -240,7 +314,7 @@ class Client:
             raise PredictionError(0, "unreachable", f"{method} {url} failed: {exc}") from exc
         if resp.status_code >= 400:
             raise error_from(resp)
-        return resp.json()
+        return resp
 
     @staticmethod
     def _predictions(body: dict[str, Any]) -> Predictions:
@@ -280,6 +354,12 @@ def _row(row: Any) -> Any:
     if isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
         return list(row)
     return row  # the server names what is wrong with it
+
+
+def npy_body(array: Any) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
 
 
 def json_body(doc: Any) -> bytes:

@@ -23,13 +23,15 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
 
-from handlers import runtimes
+from handlers import runtimes, worker_protocol
 from handlers.contract import (
+    ARRAY,
     JSON,
     Parsed,
     RequestError,
     Responder,
     Schema,
+    answer_format,
     encode,
     parse_request,
     unsupported,
@@ -56,6 +58,7 @@ class TabularHandler(BaseHandler):
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
         threads = settings.get("torch_threads", 1)
         set_torch_threads(threads)
+        self.reader = worker_protocol.install(bool(settings.get("buffered_reader", False)))
         self.envelope = service_envelope()
         card = checked_card(context)
         self.manifest = context.manifest
@@ -85,7 +88,7 @@ class TabularHandler(BaseHandler):
         logging.getLogger().addFilter(quiet_per_batch_log)
         gc.freeze()  # model, modules, card live as long as the worker: no collection rescans them
         logger.info(
-            "loaded %s %s (%s variant, %s): %d features, classes %s, %d torch threads, envelope %s",
+            "loaded %s %s (%s variant, %s): %d features, classes %s, %d torch threads, envelope %s, buffered reader %s",
             context.model_name,
             self.responder.model_version,
             card.variant,
@@ -94,6 +97,7 @@ class TabularHandler(BaseHandler):
             card.class_names,
             torch.get_num_threads(),
             self.envelope or "none",
+            self.reader,
         )
 
     def handle(self, data: Any, context: Any) -> list[Any]:
@@ -129,15 +133,21 @@ class TabularHandler(BaseHandler):
         asked = [p for p in parsed if isinstance(p, ExplanationRequest)]
         explained = iter(self.explainer.explain(asked) if self.explainer else [])
         for idx, p in enumerate(parsed):
-            context.set_response_content_type(idx, JSON)
             context.set_response_header(idx, "X-Model-Version", self.responder.model_version)
             if isinstance(p, RequestError):
+                context.set_response_content_type(idx, JSON)
                 context.set_response_status(p.status, p.type, idx)
                 responses.append(encode(p.to_dict()))
             elif isinstance(p, ExplanationRequest):
+                context.set_response_content_type(idx, JSON)
                 responses.append(encode(next(explained)))
             else:
-                responses.append(encode(self.responder.body(p, next(it))))
+                fmt = answer_format(header(context, idx, "Accept"))
+                body, content_type = self.responder.render(p, next(it), fmt)
+                context.set_response_content_type(idx, content_type)
+                if fmt == ARRAY:
+                    context.set_response_header(idx, "X-Class-Names", self.responder.class_names_header)
+                responses.append(body)
         return responses
 
     def score(self, valid: list[Parsed]) -> tuple[torch.Tensor, ...]:
@@ -248,10 +258,17 @@ def request_body(request: dict[str, Any], context: Any, idx: int) -> tuple[Any, 
     A raw body arrives as parameter "body"; a multipart upload as its field (use "data").
     Anything else is form data TorchServe split into fields: refused with a 415.
     """
-    header = context.get_request_header(idx, "Content-Type") or context.get_request_header(idx, "content-type")
+    content_type = header(context, idx, "Content-Type")
     name = "body" if "body" in request else ("data" if "data" in request else None)
     if name is None:
-        raise unsupported(header)
+        raise unsupported(content_type)
     param_headers = context.get_request_header(idx, name)
-    content_type = param_headers.get("content-type") if isinstance(param_headers, dict) else None
-    return request[name], content_type or header
+    part_type = param_headers.get("content-type") if isinstance(param_headers, dict) else None
+    return request[name], part_type or content_type
+
+
+def header(context: Any, idx: int, name: str) -> str | None:
+    """A request header as the client spelled it or in lower case (TorchServe keeps the
+    client's spelling; HTTP/2 proxies and some clients send lower case)."""
+    value = context.get_request_header(idx, name) or context.get_request_header(idx, name.lower())
+    return value if isinstance(value, str) else None

@@ -21,12 +21,16 @@ from handlers.contract.dispatch import (
 )
 from handlers.contract.instances import rows_from_instances
 from handlers.contract.npy_rows import NPY_MAGIC, rows_from_npy
-from handlers.contract.responses import Responder, encode
+from handlers.contract.responses import ARRAY, COLUMNAR, COLUMNS, ROWS, Responder, answer_format, encode
 from handlers.contract.v2 import V2_DATATYPES, parse_v2
 from handlers.contract.validation import FLOAT32_MAX, Parsed, RequestError, Schema, bad, to_tensor
 
 __all__ = [
     "ACCEPTED",
+    "ARRAY",
+    "COLUMNAR",
+    "COLUMNS",
+    "ROWS",
     "CSV",
     "FLOAT32_MAX",
     "JSON",
@@ -37,6 +41,7 @@ __all__ = [
     "RequestError",
     "Responder",
     "Schema",
+    "answer_format",
     "bad",
     "encode",
     "media_type",

@@ -1,15 +1,44 @@
-"""Answers: the body for each protocol, and compact JSON encoding."""
+"""Answers: the body for each protocol and answer format, and compact JSON encoding.
+
+The answer's shape follows the request's ``Accept`` header, whatever format the rows came
+in: the default (the row format, or the v2 answer for a v2 request), ``application/x-npy``
+(the probabilities as a float32 ``[rows, classes]`` array) or the columnar JSON answer
+(``application/vnd.tabular.columnar+json``). Bulk answers are encoded straight from the
+numpy array (orjson's OPT_SERIALIZE_NUMPY), not one Python object per value: on a
+1,000-row answer that is ~10x cheaper than the row format (benchmarks/README.md).
+"""
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import torch
 
+from handlers.contract.dispatch import JSON, NPY
 from handlers.contract.validation import Parsed
+
+COLUMNAR = "application/vnd.tabular.columnar+json"
+# Answer formats, named by what Accept asks for
+ROWS, COLUMNS, ARRAY = "rows", "columnar", "npy"
+_ACCEPTED_ANSWERS = {NPY: ARRAY, "application/npy": ARRAY, COLUMNAR: COLUMNS}
+
+
+def answer_format(accept: str | None) -> str:
+    """The answer format an ``Accept`` header asks for: the first media type in it that names
+    a bulk answer, else the default. Anything else (``*/*``, ``application/json``, a type this
+    server does not make) keeps the default JSON answer, as before bulk answers existed."""
+    if not accept:
+        return ROWS
+    for part in accept.split(","):
+        kind = _ACCEPTED_ANSWERS.get(part.split(";", 1)[0].strip().lower())
+        if kind is not None:
+            return kind
+    return ROWS
 
 
 @dataclass(frozen=True)
@@ -19,6 +48,47 @@ class Responder:
     model_name: str
     model_version: str
     class_names: tuple[str, ...]
+    # sent beside an .npy answer, which has no room for names: a JSON array, ASCII-escaped
+    class_names_header: str = field(init=False, repr=False, compare=False)
+
+    # the row answer's fixed fragments, JSON-encoded once: per class the object's head up to
+    # its probabilities, the probability keys, and the answer's head
+    _row_heads: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _keys: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _head: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names_header", json.dumps(list(self.class_names)))
+        heads = tuple(b'{"label":' + encode(n) + b',"class_id":%d,"probabilities":{' % i
+                      for i, n in enumerate(self.class_names))
+        object.__setattr__(self, "_row_heads", heads)
+        object.__setattr__(self, "_keys", tuple(encode(n) + b":" for n in self.class_names))
+        head = encode({"model_name": self.model_name, "model_version": self.model_version, "predictions": []})
+        object.__setattr__(self, "_head", head[: -len(b"[]}")])
+
+    def render(self, parsed: Parsed, probabilities: torch.Tensor, fmt: str = ROWS) -> tuple[bytes, str]:
+        """The answer's bytes and content type in the format Accept asked for."""
+        if fmt == ARRAY:
+            return npy_bytes(probabilities.numpy()), NPY
+        if fmt == COLUMNS:
+            return encode(self.columnar(probabilities)), COLUMNAR
+        if parsed.protocol == "v2":
+            return encode(self.body(parsed, probabilities)), JSON
+        return self.rows_json(probabilities), JSON
+
+    def rows_json(self, probabilities: torch.Tensor) -> bytes:
+        """The row answer, byte for byte ``encode(self.body(...))``, ~3x faster on 1,000 rows
+        (measured): orjson writes the probabilities from the array (as float64, so the digits are
+        those of the float32 values as Python floats, as before) and the fixed parts of each
+        row's object are joined around them instead of building a dict per row."""
+        values = probabilities.numpy().astype(np.float64)
+        rows = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
+        heads, keys = self._row_heads, self._keys
+        objects = [
+            heads[c] + b",".join([k + v for k, v in zip(keys, row.split(b","))]) + b"}}"
+            for c, row in zip(values.argmax(axis=1).tolist(), rows)
+        ]
+        return self._head + b"[" + b",".join(objects) + b"]}"
 
     def body(self, parsed: Parsed, probabilities: torch.Tensor) -> dict[str, Any]:
         class_ids = probabilities.argmax(dim=1).tolist()
@@ -40,6 +110,18 @@ class Responder:
             for c, row in zip(class_ids, probabilities.tolist())
         ]
 
+    def columnar(self, probabilities: torch.Tensor) -> dict[str, Any]:
+        """``labels`` per row and ``probabilities`` as rows of class probabilities in
+        ``class_names`` order: one array, no object per row."""
+        names = self.class_names
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "class_names": list(names),
+            "labels": [names[c] for c in probabilities.argmax(dim=1).tolist()],
+            "probabilities": probabilities.numpy(),
+        }
+
     def _v2(self, parsed: Parsed, probabilities: torch.Tensor, class_ids: list[int]) -> dict[str, Any]:
         n, c = probabilities.shape
         body: dict[str, Any] = {
@@ -50,7 +132,7 @@ class Responder:
                     "name": "probabilities",
                     "shape": [n, c],
                     "datatype": "FP32",
-                    "data": probabilities.flatten().tolist(),
+                    "data": probabilities.numpy().ravel(),
                     "parameters": {"class_names": list(self.class_names)},
                 },
                 {
@@ -67,9 +149,24 @@ class Responder:
         return body
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    """A float32 array as an .npy file (version 1.0, C order), loadable with allow_pickle=False."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
 def encode(body: dict[str, Any]) -> bytes:
-    """Compact JSON; orjson is ~4x faster than the stdlib on 1,000-row answers."""
+    """Compact JSON; orjson is ~4x faster than the stdlib on 1,000-row answers, and writes
+    numpy arrays itself (a float32 value as the shortest text that reads back as that float32)."""
     try:
-        return orjson.dumps(body)
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:  # what orjson does not take (e.g. integers beyond 64 bits)
-        return json.dumps(body, separators=(",", ":")).encode()
+        return json.dumps(body, separators=(",", ":"), default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays for the stdlib fallback."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

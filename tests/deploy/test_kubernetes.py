@@ -167,3 +167,45 @@ def test_kserve_layout_from_the_built_mar(tmp_path, built_card):
     snapshot = json.loads(props["model_snapshot"])
     version = snapshot["models"][built_card.model_name][built_card.version]
     assert version["marName"] == f"{built_card.model_name}.mar" and version["defaultVersion"] is True
+
+
+# What a deployment's memory limit must hold, beside the JVM heap (-Xmx in vmargs) and Netty's
+# direct buffers (bounded by the heap's size by default): the JVM's own code, metaspace and
+# stacks, each Python worker (torch and the model: ~250 MiB measured in make bench), and the
+# model-metrics exporter (~31 MiB). Budgets with headroom, not measurements.
+JVM_OVERHEAD_MIB = 256
+WORKER_MIB = 512
+EXPORTER_MIB = 128
+
+
+def mebibytes(quantity: str) -> int:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "k": 1 / 1024, "m": 1, "g": 1024, "M": 1, "G": 1024}
+    for unit, factor in units.items():
+        if quantity.endswith(unit):
+            return int(float(quantity[: -len(unit)]) * factor)
+    return int(quantity) // 2**20
+
+
+def jvm_heap_mib() -> int:
+    vmargs = read_properties(REPO / "serve_config/config.properties")["vmargs"].split()
+    (xmx,) = [a for a in vmargs if a.startswith("-Xmx")]
+    return mebibytes(xmx[4:])
+
+
+def memory_needed_mib() -> int:
+    return 2 * jvm_heap_mib() + JVM_OVERHEAD_MIB + MODEL_CONFIG.min_workers * WORKER_MIB + EXPORTER_MIB
+
+
+def test_the_memory_limit_covers_the_jvm_and_the_workers(resources):
+    """The JVM heap is bounded (vmargs) and every deployment's limit holds the whole service,
+    so the heap, not the kernel's OOM killer, is what bounds the frontend."""
+    (isvc,) = load_yaml_docs(REPO / "deploy/kserve/inferenceservice.yaml")
+    compose = yaml.safe_load((REPO / "docker/docker-compose.yml").read_text())
+    limits = {
+        "kubernetes": container(resources)["resources"]["limits"]["memory"],
+        "kserve": isvc["spec"]["predictor"]["model"]["resources"]["limits"]["memory"],
+        "compose": compose["services"]["torchserve"]["deploy"]["resources"]["limits"]["memory"],
+    }
+    assert len({mebibytes(v) for v in limits.values()}) == 1, f"one memory limit everywhere: {limits}"
+    for where, limit in limits.items():
+        assert mebibytes(limit) >= memory_needed_mib(), f"{where}: {limit} < {memory_needed_mib()} MiB needed"

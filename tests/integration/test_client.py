@@ -103,7 +103,8 @@ def test_connection_errors_are_retried_then_raised():
 
 
 class Flaky(BaseHTTPRequestHandler):
-    """Answers 503 twice, then a valid prediction; 500 on another path (never retried)."""
+    """Answers 503 twice, then a valid prediction; 500 on another path (never retried); on a
+    third, "Worker died." as 500 then 507, then a valid prediction."""
 
     hits: list[str] = []
 
@@ -112,6 +113,9 @@ class Flaky(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         if self.path.endswith("/broken"):
             return self._send(500, {"code": 500, "type": "internal", "message": "boom"})
+        if self.path.endswith("/dying") and Flaky.hits.count(self.path) <= 2:  # TorchServe's words, both codes
+            status = 500 if Flaky.hits.count(self.path) == 1 else 507
+            return self._send(status, {"code": status, "type": "InternalServerException", "message": "Worker died."})
         if Flaky.hits.count(self.path) <= 2:
             return self._send(503, {"code": 503, "type": "unavailable", "message": "no worker"})
         self._send(200, {"model_name": "m", "model_version": "1", "predictions": [
@@ -149,6 +153,24 @@ def test_503_is_retried_with_backoff_and_500_is_not(flaky):
     assert info.value.status == 500 and Flaky.hits.count("/predictions/m/broken") == 1
 
 
+def test_a_dead_worker_answer_is_retried(flaky):
+    client = Client(ClientConfig(flaky, model="m", version="dying", retries=3, backoff=0.01))
+    assert client.predict([[1.0]]).rows[0].label == "a"
+    assert Flaky.hits == ["/predictions/m/dying"] * 3
+    Flaky.hits = []
+    with pytest.raises(PredictionError) as info:  # a bounded budget: the last answer is raised
+        Client(ClientConfig(flaky, model="m", version="dying", retries=1, backoff=0.01)).predict([[1.0]])
+    assert (info.value.status, info.value.message) == (507, "Worker died.") and len(Flaky.hits) == 2
+
+
+def test_predict_binary_returns_the_probabilities_as_an_array(client, built_card, test_split, expected):
+    scores = client.predict(test_split["x"][:4].numpy(), binary=True)
+    assert scores.class_names == built_card.class_names and scores.model_version == built_card.version
+    assert scores.probabilities.dtype == np.float32 and scores.probabilities.shape == tuple(expected.shape)
+    np.testing.assert_allclose(scores.probabilities, expected.numpy(), atol=PROBABILITY_ATOL)
+    assert scores.labels == [built_card.class_names[i] for i in expected.argmax(1)]
+
+
 def run_cli(live, *args, stdin=""):
     return subprocess.run([sys.executable, "-m", "client", *args, "--url", live.inference.url,
                            "--management-url", live.management.url, "--model", live.model_name],
@@ -170,3 +192,58 @@ def test_cli_exits_non_zero_with_the_server_message(live):
     out = run_cli(live, "predict", stdin=json.dumps([[1, 2, 3]]))
     assert out.returncode == 1
     assert "400 wrong_shape: instances[0]: expected 10 features, got 3" in out.stderr
+
+
+# ---------------------------------------------------------------- score (bulk files)
+
+
+def score_input(test_split, built_card, tmp_path, n_rows=12_345, header=True):
+    """A CSV of ``n_rows`` test rows in a shuffled order (blank lines here and there), and
+    the in-process probabilities in that order."""
+    x = test_split["x"]
+    order = np.random.default_rng(3).integers(0, len(x), n_rows)
+    rows = x[order]
+    lines = [",".join(map(repr, r)) for r in rows.tolist()]
+    for at in (5, 4_000, 9_999):
+        lines.insert(at, "")
+    path = tmp_path / "rows.csv"
+    path.write_text((",".join(built_card.feature_names) + "\n" if header else "") + "\n".join(lines) + "\n")
+    return path, rows
+
+
+def read_scored(path):
+    lines = path.read_text().splitlines()
+    return lines[0].split(","), [line.split(",")[0] for line in lines[1:]], np.array(
+        [[float(v) for v in line.split(",")[1:]] for line in lines[1:]])
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["header", "no header"])
+def test_score_writes_every_row_in_input_order(live, built_card, built_model, test_split, tmp_path, header):
+    src, rows = score_input(test_split, built_card, tmp_path, header=header)
+    out = run_cli(live, "score", str(src), "--out", str(tmp_path / "scored.csv"), "--chunk-rows", "1000",
+                  "--connections", "3", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert f"scored {len(rows):,} rows" in out.stderr
+    columns, labels, probabilities = read_scored(tmp_path / "scored.csv")
+    with torch.inference_mode():
+        want = torch.softmax(built_model(rows), 1).numpy()
+    assert columns == ["label", *built_card.class_names]
+    np.testing.assert_allclose(probabilities, want, atol=PROBABILITY_ATOL)
+    assert labels == [built_card.class_names[i] for i in want.argmax(1)]
+
+
+def test_score_stops_on_a_4xx_naming_the_row(live, built_card, test_split, tmp_path):
+    src, rows = score_input(test_split, built_card, tmp_path)
+    lines = src.read_text().splitlines()
+    bad_line = 7_003  # 1-based line in the file: the header, then data with a blank line at 5 and 4,000
+    cells = lines[bad_line - 1].split(",")
+    cells[2] = "oops"
+    lines[bad_line - 1] = ",".join(cells)
+    src.write_text("\n".join(lines) + "\n")
+    out = run_cli(live, "score", str(src), "--out", str(tmp_path / "scored.csv"), "--chunk-rows", "1000",
+                  "--no-progress")
+    assert out.returncode == 1
+    name = built_card.feature_names[2]
+    assert f"line {bad_line} (data row {bad_line - 4}), column {name}: 'oops' is not a number" in out.stderr
+    assert "(400 invalid_value)" in out.stderr
+    assert not (tmp_path / "scored.csv").exists() and not (tmp_path / "scored.csv.partial").exists()

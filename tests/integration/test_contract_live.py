@@ -122,6 +122,45 @@ def test_every_format_gives_the_same_probabilities(untouched, live, predict_url,
         np.testing.assert_allclose(np.array(probs), reference, rtol=0, atol=PROBABILITY_ATOL, err_msg=label)
 
 
+ANSWER_FORMATS = {"npy": "application/x-npy", "columnar": "application/vnd.tabular.columnar+json"}
+
+
+def answer_probabilities(resp: requests.Response, card) -> list[list[float]]:
+    """Probabilities from a bulk answer (.npy or columnar JSON), after checking its names."""
+    if resp.headers["Content-Type"].startswith("application/x-npy"):
+        assert json.loads(resp.headers["X-Class-Names"]) == list(card.class_names)
+        array = np.load(io.BytesIO(resp.content), allow_pickle=False)
+        assert array.dtype == np.float32
+        return array.tolist()
+    doc = resp.json()
+    assert doc["class_names"] == list(card.class_names)
+    assert doc["labels"] == [card.class_names[int(np.argmax(r))] for r in doc["probabilities"]]
+    return doc["probabilities"]
+
+
+@pytest.mark.parametrize("answer", list(ANSWER_FORMATS))
+def test_every_format_gives_the_same_probabilities_in_bulk_answers(untouched, predict_url, built_card, test_split,
+                                                                   answer):
+    """Accept picks the answer's format whatever the request's: the same probabilities as the
+    row answer (within PROBABILITY_ATOL), the model version in a header, errors still JSON."""
+    rows = test_split["x"][:5].tolist()
+    reference = np.array(probabilities_of(post(predict_url, {"instances": rows}, "application/json").json()))
+    for label, body, content_type in formats(rows, built_card.feature_names):
+        resp = requests.post(predict_url, data=body if isinstance(body, (bytes, str)) else json.dumps(body),
+                             headers={"Content-Type": content_type, "Accept": ANSWER_FORMATS[answer]},
+                             timeout=ANSWER_TIMEOUT)
+        assert resp.status_code == 200, (label, resp.text)
+        assert resp.headers["Content-Type"].startswith(ANSWER_FORMATS[answer]), label
+        assert resp.headers["X-Model-Version"] == built_card.version
+        np.testing.assert_allclose(np.array(answer_probabilities(resp, built_card)), reference, rtol=0,
+                                   atol=PROBABILITY_ATOL, err_msg=label)
+    bad = requests.post(predict_url, data=b'{"instances": []}',
+                        headers={"Content-Type": "application/json", "Accept": ANSWER_FORMATS[answer]},
+                        timeout=ANSWER_TIMEOUT)
+    assert bad.status_code == 400 and bad.headers["Content-Type"].startswith("application/json")
+    assert bad.json()["type"] == "empty_input"
+
+
 def test_v2_endpoint_answers_in_the_open_inference_protocol(live, built_card, test_split):
     rows = test_split["x"][:2].tolist()
     body = {"id": "abc-1", "inputs": [{"name": "x", "shape": [2, built_card.n_features],

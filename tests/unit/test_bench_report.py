@@ -54,7 +54,7 @@ def run(single_rps: float, p99: float, json_rows: float, npy_rows: float, cold: 
         "ping": [load(1, 1000.0), load(64, 10_000.0)],
         "bulk": [
             load(8, json_rows / 1000) | {"format": "json", "rows_per_s": json_rows},
-            load(8, npy_rows / 1000) | {"format": "npy", "rows_per_s": npy_rows},
+            load(8, npy_rows / 1000) | {"format": "binary", "rows_per_s": npy_rows},
         ],
         "model": {"rows_per_s_1": 30_000.0, "rows_per_s_1000": 5_000_000.0},
         "cold_start_s": cold,
@@ -64,17 +64,36 @@ def run(single_rps: float, p99: float, json_rows: float, npy_rows: float, cold: 
 
 
 def test_targets_follow_the_issue_thresholds():
-    met = {t.what: t.met for t in targets(run(4000, 24.0, 600_000, 2_100_000, 9.0))}
-    assert all(met.values()) and len(met) == 5
-    missed = {t.what for t in targets(run(3999, 25.0, 499_999, 1_999_999, 10.0)) if not t.met}
-    assert len(missed) == 5
+    met = {t.what: t.met for t in targets(run(4000, 20.0, 1_000_000, 2_500_000, 4.0))}
+    assert all(met.values()) and len(met) == 7, met
+    missed = {t.what for t in targets(run(3999, 20.1, 999_999, 2_499_999, 4.1)) if not t.met}
+    assert missed == {
+        "single-row JSON @64 vs /ping @64", "single-row JSON @64 p99, errors", "1000-row JSON in, JSON out",
+        "1000-row .npy in, .npy out", "cold start to first prediction",
+    }
+
+
+def test_the_peer_score_and_cpu_targets_appear_when_measured():
+    results = run(4000, 20.0, 1_000_000, 2_500_000, 4.0)
+    results["single"][1]["cpu_us_per_req_workers"] = 81.0
+    results["peer"] = {"workers": 2, "served_single": 8000.0, "peer_single": 1000.0,
+                       "served_bulk": 500_000.0, "peer_bulk": 100_001.0}
+    results["score"] = {"rows": 1_000_000, "seconds": 2.0, "rows_per_s": 500_000.0, "mib": 80.0,
+                        "connections": 4, "chunk_rows": 5000, "retries": 0, "client_rss_mib": 90.0}
+    met = {t.what: t.met for t in targets(results)}
+    assert met["worker CPU per single-row request @64"] is False
+    assert met["vs FastAPI + uvicorn peer, single-row"] and not met["vs FastAPI + uvicorn peer, 1000-row JSON"]
+    assert met["1.00M-row CSV scored by the client"]
+    table = markdown(results)
+    assert "| single-row JSON, 64 connections, req/s | 8,000 | 1,000 | 8.0x |" in table
+    assert "**500k rows/s** end to end" in table
 
 
 def test_markdown_puts_each_result_next_to_its_reference_and_ratio():
-    table = markdown(run(4000, 24.0, 600_000, 2_100_000, 9.0))
+    table = markdown(run(4000, 20.0, 1_000_000, 2_500_000, 4.0))
     assert "| 64 connections | 4,000 |" in table and "| 10k | 40% |" in table
-    assert "| 600k |" in table and "| 12% |" in table  # 600k of the model's 5M rows/s
-    assert "**9.0 s**" in table and "**no**" not in table
+    assert "| 1.00M |" in table and "| 20% |" in table  # 1M of the model's 5M rows/s
+    assert "**4.0 s**" in table and "**no**" not in table
 
 
 def test_best_setting_is_the_fastest_within_the_budget_without_errors():

@@ -4,10 +4,14 @@ import io
 import json
 
 import numpy as np
+import orjson
 import pytest
 import torch
 
 from handlers.contract import (
+    ARRAY,
+    COLUMNAR,
+    COLUMNS,
     CSV,
     JSON,
     NPY,
@@ -15,8 +19,11 @@ from handlers.contract import (
     RequestError,
     Responder,
     Schema,
+    answer_format,
+    encode,
     parse_request,
 )
+from handlers.contract import ROWS as ROW_ANSWER
 from model.data import SYNTHETIC_CLASSES, SYNTHETIC_FEATURES
 
 SCHEMA = Schema(SYNTHETIC_FEATURES, max_rows=50)
@@ -344,3 +351,80 @@ def test_a_big_endian_npy_body_is_read():
     """Found by tests/reliability fuzzing: torch refused non-native byte order (a 5xx)."""
     rows = np.array(ROWS, dtype=">f8")
     assert torch.equal(parse(npy(rows), NPY).rows, torch.tensor(ROWS, dtype=torch.float32))
+
+
+@pytest.mark.parametrize(
+    ("accept", "fmt"),
+    [
+        (None, ROW_ANSWER),
+        ("", ROW_ANSWER),
+        ("*/*", ROW_ANSWER),
+        ("application/json", ROW_ANSWER),
+        ("text/html", ROW_ANSWER),
+        ("application/x-npy", ARRAY),
+        ("Application/X-NPY; q=1", ARRAY),
+        ("application/json;q=0.5, application/vnd.tabular.columnar+json", COLUMNS),
+        ("application/vnd.tabular.columnar+json, application/x-npy", COLUMNS),
+    ],
+)
+def test_accept_picks_the_answer_format(accept, fmt):
+    assert answer_format(accept) == fmt
+
+
+def test_v2_and_columnar_answers_carry_the_float32_values():
+    """Encoded from numpy: each float32 as the shortest text that reads back as that float32."""
+    v2 = orjson.loads(RESPONDER.render(Parsed(torch.zeros(2, 10), "v2"), PROBS)[0])
+    assert np.array(v2["outputs"][0]["data"], dtype=np.float32).tolist() == PROBS.flatten().tolist()
+    body, content_type = RESPONDER.render(Parsed(torch.zeros(2, 10)), PROBS, COLUMNS)
+    doc = orjson.loads(body)
+    assert content_type == COLUMNAR and doc["labels"] == [SYNTHETIC_CLASSES[1], SYNTHETIC_CLASSES[0]]
+    assert np.array(doc["probabilities"], dtype=np.float32).tolist() == PROBS.tolist()
+    array, content_type = RESPONDER.render(Parsed(torch.zeros(2, 10)), PROBS, ARRAY)
+    assert content_type == "application/x-npy"
+    assert np.load(io.BytesIO(array), allow_pickle=False).tolist() == PROBS.tolist()
+
+
+CSV_BODIES = [
+    "1,2,3,4,5,6,7,8,9,10\n",
+    "\n\n" + ",".join(SYNTHETIC_FEATURES[::-1]) + "\n10,9,8,7,6,5,4,3,2,1\n\n1,2,3,4,5,6,7,8,9,10",
+    "1,2,3,4,5,6,7,8,9,10\r\n1,2,3,4,5,6,7,8,9,10\r\n",
+    '"1",2,3,4,5,6,7,8,9,10\n',
+    "1,2,3,4,5,6,7,8,9,10\n1,2,3\n",
+    "1,2,3,4,5,6,7,8,9,10\n1,2,3,4,5,6,7,8,9,nan\n",
+    "1,2,3,4,5,6,7,8,9,10\n1,2,3,4,5,6,7,8,9,1e39\n",
+    "1_0,2,3,4,5,6,7,8,9,10\n   \n1,2,3,4,5,6,7,8,9,10\n",
+    "f1,f2\n1,2\n",
+    "# comment\n1,2,3,4,5,6,7,8,9,10\n",
+    "1,2,3,4,5,6,7,8,9,10\n" * 51,
+]
+
+
+@pytest.mark.parametrize("text", CSV_BODIES, ids=range(len(CSV_BODIES)))
+def test_the_fast_csv_path_answers_exactly_as_the_csv_module_path(text):
+    """numpy's reader takes plain bodies; whatever it takes must equal the exact path's rows,
+    and whatever it cannot must leave the answer (or the error) to the exact path."""
+    from handlers.contract.csv_rows import _fast_rows, _rows_with_places
+
+    try:
+        want: object = _rows_with_places(text, SCHEMA).tolist()
+    except RequestError as exc:
+        want = exc.to_dict()
+    fast = _fast_rows(text, SCHEMA)
+    if fast is not None:
+        assert fast.dtype == torch.float32 and fast.tolist() == want
+    try:
+        got: object = parse_request(text.encode(), CSV, SCHEMA).rows.tolist()
+    except RequestError as exc:
+        got = exc.to_dict()
+    assert got == want
+
+
+@pytest.mark.parametrize("names", [SYNTHETIC_CLASSES, ("only",), ('q"uote\\d', "ünï", "tab\there")])
+@pytest.mark.parametrize("n_rows", [1, 2, 1000])
+def test_the_row_answer_is_byte_for_byte_the_encoded_body(names, n_rows):
+    """The fast row answer (fragments joined around orjson's array text) against the dicts it replaces."""
+    responder = Responder('model "m"', "2.0", names)
+    probabilities = torch.softmax(torch.randn(n_rows, len(names), generator=torch.Generator().manual_seed(n_rows)) * 5, 1)
+    parsed = Parsed(torch.zeros(n_rows, 10))
+    body, content_type = responder.render(parsed, probabilities)
+    assert content_type == JSON and body == encode(responder.body(parsed, probabilities))

@@ -34,7 +34,7 @@ HOME = {
     "v2": ("V2_DATATYPES", "parse_v2"),
     "csv_rows": ("rows_from_csv",),
     "npy_rows": ("NPY_MAGIC", "rows_from_npy"),
-    "responses": ("Responder", "encode"),
+    "responses": ("ARRAY", "COLUMNAR", "COLUMNS", "ROWS", "Responder", "answer_format", "encode"),
 }
 
 

@@ -4,6 +4,7 @@ layout, TorchServe's own model loader, Service, context and metrics cache, and a
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import sys
@@ -11,13 +12,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 from ts.service import Service
 
-from handlers.contract import JSON
+from handlers.contract import COLUMNAR, JSON
 from handlers.model_card import METADATA_FILE, VARIANTS, ModelCard
 from model import archive, variants
 from tests.conftest import MODEL_CONFIG, PROBABILITY_ATOL, REPO
@@ -116,12 +118,15 @@ def worker(variant_dir, tmp_path_factory):
     return load_worker(variant_dir, tmp, "tiny", MODEL_CONFIG.batch_size, config)
 
 
-def request(body, content_type=JSON, rid="r"):
+def request(body, content_type=JSON, rid="r", accept=None):
     if isinstance(body, (dict, list)):
         body = json.dumps(body).encode()
+    headers = [{"name": b"Content-Type", "value": content_type.encode()}]
+    if accept is not None:
+        headers.append({"name": b"Accept", "value": accept.encode()})
     return {
         "requestId": rid.encode(),
-        "headers": [{"name": b"Content-Type", "value": content_type.encode()}],
+        "headers": headers,
         "parameters": [{"name": "body", "contentType": content_type, "value": body}],
     }
 
@@ -252,3 +257,49 @@ def test_the_served_card_names_the_variant_and_its_runtime(worker, card, variant
     described = json.loads(answers[0].body)
     assert (described["variant"], described["runtime"]) == (variant, VARIANTS[variant].runtime)
     assert described["references"][0] == "report.md"
+
+
+# ---------------------------------------------------------------- answer formats (Accept)
+
+
+def _bodies(rows):
+    """The same rows in every request format."""
+    buf = io.BytesIO()
+    np.save(buf, rows.numpy())
+    csv = "\n".join(",".join(repr(v) for v in r) for r in rows.tolist()).encode()
+    v2 = {"inputs": [{"name": "x", "shape": list(rows.shape), "datatype": "FP32", "data": rows.flatten().tolist()}]}
+    return [({"instances": rows.tolist()}, JSON), (v2, JSON), (csv, "text/csv"), (buf.getvalue(), "application/x-npy")]
+
+
+def test_every_request_format_gets_the_same_probabilities_in_every_answer_format(worker, card, rows, atol):
+    want = [list(p["probabilities"].values()) for p in predict(worker, {"instances": rows.tolist()})[0].json()["predictions"]]
+    for body, content_type in _bodies(rows):
+        npy, columnar = predict(
+            worker,
+            (body, content_type, "a", "application/x-npy"),
+            (body, content_type, "b", "text/html;q=0.9, application/vnd.tabular.columnar+json"),
+        )
+        assert (npy.status, npy.content_type) == (200, "application/x-npy"), content_type
+        assert json.loads(npy.headers["X-Class-Names"]) == list(card.class_names)
+        assert npy.headers["X-Model-Version"] == "0.1"
+        array = np.load(io.BytesIO(npy.body), allow_pickle=False)
+        assert array.dtype == np.float32 and array.shape == (len(rows), len(card.class_names))
+        np.testing.assert_allclose(array, want, atol=atol)
+        assert (columnar.status, columnar.content_type) == (200, COLUMNAR)
+        doc = columnar.json()
+        assert list(doc) == ["model_name", "model_version", "class_names", "labels", "probabilities"]
+        assert doc["class_names"] == list(card.class_names)
+        np.testing.assert_allclose(doc["probabilities"], want, atol=atol)
+        assert doc["labels"] == [card.class_names[int(np.argmax(r))] for r in want]
+
+
+def test_an_error_stays_json_whatever_accept_asks_for(worker, rows):
+    good, bad_, unknown = predict(
+        worker,
+        ({"instances": rows[:1].tolist()}, JSON, "a", "application/x-npy"),
+        ({"instances": [[1, 2]]}, JSON, "b", "application/x-npy"),
+        ({"instances": rows[:1].tolist()}, JSON, "c", "text/html"),
+    )
+    assert good.content_type == "application/x-npy"
+    assert (bad_.status, bad_.content_type, bad_.json()["type"]) == (400, JSON, "wrong_shape")
+    assert unknown.status == 200 and unknown.content_type == JSON and "predictions" in unknown.json()

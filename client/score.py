@@ -1,0 +1,219 @@
+"""Bulk file scoring: ``python -m client score rows.csv --out scored.csv``.
+
+The file is read in chunks of lines; each chunk goes to the server as a CSV body (the
+file's header, if it has one, in front) and comes back as an .npy array, on a pool of
+threads, each with its own connection. Answers are written in input order as they
+complete, and at most ``in_flight`` chunks are read ahead, so memory is bounded by
+``in_flight x chunk_rows`` rows whatever the file's size. A chunk that meets a transient
+failure (connection error, 503, TorchServe's "Worker died.") is resent, up to ``retries``
+times; a 4xx stops the run with the server's message, its line turned into the file's.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from client.api import NPY, Client, ClientConfig, PredictionError, Scores
+
+CSV = "text/csv"
+_LINE = re.compile(r"^line (\d+)(.*)$", re.DOTALL)
+
+
+@dataclass
+class Chunk:
+    """Consecutive non-blank data lines of the file, with where each came from."""
+
+    first_row: int  # 0-based index of its first data row in the file
+    lines: list[bytes] = field(default_factory=list)
+    file_lines: list[int] = field(default_factory=list)  # 1-based line numbers in the file
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    rows: int
+    chunks: int
+    seconds: float
+    retries: int
+    model_version: str
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+class ScoreError(Exception):
+    """A chunk the server refused (4xx), or one that still failed after its retries."""
+
+
+def _is_number(cell: bytes) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_chunks(src: IO[bytes], chunk_rows: int) -> tuple[bytes | None, Iterator[Chunk]]:
+    """The header line (None when the first line is numbers, as the server decides) and the chunks."""
+    first, number = b"", 0
+    for number, first in enumerate(src, 1):  # noqa: B007 (the loop finds the first non-blank line)
+        if first.strip():
+            break
+    header = None if not first.strip() or all(_is_number(c) for c in first.split(b",")) else first
+
+    def chunks() -> Iterator[Chunk]:
+        chunk = Chunk(0)
+        if first.strip() and header is None:
+            chunk.lines.append(first)
+            chunk.file_lines.append(number)
+        rows, line_no = len(chunk.lines), number
+        for line_no, line in enumerate(src, number + 1):  # noqa: B007
+            if not line.strip():
+                continue
+            if len(chunk.lines) == chunk_rows:
+                yield chunk
+                chunk = Chunk(rows)
+            chunk.lines.append(line)
+            chunk.file_lines.append(line_no)
+            rows += 1
+        if chunk.lines:
+            yield chunk
+
+    return header, chunks()
+
+
+def _body(header: bytes | None, chunk: Chunk) -> bytes:
+    lines = chunk.lines if header is None else [header, *chunk.lines]
+    return b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+
+
+def _where(error: PredictionError, chunk: Chunk, header: bytes | None, path: str) -> str:
+    """The server's message with its body line turned into the file's line and data row."""
+    match = _LINE.match(error.message)
+    if match is not None:
+        index = int(match.group(1)) - (2 if header is not None else 1)
+        if 0 <= index < len(chunk.lines):
+            return (f"{path} line {chunk.file_lines[index]} (data row {chunk.first_row + index})"
+                    f"{match.group(2)}")
+    last = chunk.first_row + len(chunk.lines) - 1
+    lines = f"lines {chunk.file_lines[0]}-{chunk.file_lines[-1]}"
+    return f"{path} data rows {chunk.first_row}-{last} ({lines}): {error.message}"
+
+
+def format_rows(scores: Scores) -> bytes:
+    """``label,p1,...`` per row; each probability as the shortest text that reads back as the
+    float32 the model computed (orjson writes the array ~4x faster than f-strings, measured)."""
+    array = np.ascontiguousarray(scores.probabilities, dtype=np.float32)
+    text = orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
+    names = [n.encode() for n in scores.class_names]
+    labels = [names[i] for i in array.argmax(axis=1).tolist()]
+    return b"".join(label + b"," + probs + b"\n" for label, probs in zip(labels, text))
+
+
+class Scorer:
+    """Scores one file; a thread pool of ``connections`` clients, ``in_flight`` chunks ahead."""
+
+    def __init__(self, config: ClientConfig, connections: int = 4, in_flight: int | None = None,
+                 chunk_rows: int = 5000, retries: int = 5) -> None:
+        self.config = config
+        self.connections = connections
+        self.in_flight = in_flight or 2 * connections
+        self.chunk_rows = chunk_rows
+        self.retries = retries
+        self.retried = 0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _client(self) -> Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = Client(self.config)
+        return client
+
+    def score_chunk(self, header: bytes | None, chunk: Chunk, path: str) -> Scores:
+        body = _body(header, chunk)
+        try:
+            resp = self._client().post_for(CSV, body, accept=NPY, retries=self.retries,
+                                           retry_if=self._count_retry)
+        except PredictionError as exc:
+            if exc.transient:
+                raise ScoreError(f"{path}: gave up after {self.retries} retries on data rows "
+                                 f"{chunk.first_row}-{chunk.first_row + len(chunk.lines) - 1}: {exc}") from exc
+            where = _where(exc, chunk, header, path)
+            raise ScoreError(f"the server refused {where} ({exc.status} {exc.type})") from exc
+        scores = Client.scores(resp)
+        if len(scores.probabilities) != len(chunk.lines):  # the server skips no line this client sends
+            raise ScoreError(f"{path}: {len(chunk.lines)} rows sent from line {chunk.file_lines[0]}, "
+                             f"{len(scores.probabilities)} answered")
+        return scores
+
+    def _count_retry(self, exc: PredictionError) -> bool:
+        if exc.transient:
+            with self._lock:
+                self.retried += 1
+        return exc.transient
+
+    def run(self, src: Path, out: IO[bytes], progress: Callable[[int], None] | None = None) -> ScoreReport:
+        started = time.perf_counter()
+        rows = chunks = 0
+        version = ""
+        with open(src, "rb") as f, ThreadPoolExecutor(self.connections, thread_name_prefix="score") as pool:
+            header, stream = read_chunks(f, self.chunk_rows)
+            pending: deque[Future[Scores]] = deque()
+            wrote_header = False
+            try:
+                for chunk in stream:
+                    if len(pending) >= self.in_flight:
+                        rows, chunks, version, wrote_header = self._write(pending.popleft(), out, rows, chunks,
+                                                                          wrote_header, progress)
+                    pending.append(pool.submit(self.score_chunk, header, chunk, str(src)))
+                while pending:
+                    rows, chunks, version, wrote_header = self._write(pending.popleft(), out, rows, chunks,
+                                                                      wrote_header, progress)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return ScoreReport(rows, chunks, time.perf_counter() - started, self.retried, version)
+
+    @staticmethod
+    def _write(future: Future[Scores], out: IO[bytes], rows: int, chunks: int, wrote_header: bool,
+               progress: Callable[[int], None] | None) -> tuple[int, int, str, bool]:
+        scores = future.result()
+        if not wrote_header:
+            out.write(b",".join([b"label", *(n.encode() for n in scores.class_names)]) + b"\n")
+        out.write(format_rows(scores))
+        n = len(scores.probabilities)
+        if progress is not None:
+            progress(n)
+        return rows + n, chunks + 1, scores.model_version, True
+
+
+def score_file(config: ClientConfig, src: Path, dst: Path, show_progress: bool = True, **options: Any) -> ScoreReport:
+    """Score ``src`` into ``dst`` (written to a temporary name, renamed when complete, so a
+    failed run never leaves a partial file that looks whole)."""
+    from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
+
+    scorer = Scorer(config, **options)
+    partial = dst.with_name(dst.name + ".partial")
+    with open(partial, "wb") as out, tqdm(unit=" rows", unit_scale=True, disable=not show_progress,
+                                          desc=src.name, smoothing=0.1) as bar:
+        try:
+            report = scorer.run(src, out, progress=bar.update)
+        except BaseException:
+            out.close()
+            partial.unlink(missing_ok=True)
+            raise
+    partial.replace(dst)
+    return report
