@@ -203,7 +203,7 @@ class Scorer:
 def score_file(config: ClientConfig, src: Path, dst: Path, show_progress: bool = True, **options: Any) -> ScoreReport:
     """Score ``src`` into ``dst`` (written to a temporary name, renamed when complete, so a
     failed run never leaves a partial file that looks whole)."""
-    from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
+    from tqdm import tqdm
 
     scorer = Scorer(config, **options)
     partial = dst.with_name(dst.name + ".partial")

@@ -156,7 +156,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode(body: dict[str, Any]) -> bytes:
+def encode(body: Any) -> bytes:
     """Compact JSON; orjson is ~4x faster than the stdlib on 1,000-row answers, and writes
     numpy arrays itself (a float32 value as the shortest text that reads back as that float32)."""
     try:
