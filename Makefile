@@ -8,7 +8,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NAME ?= tabular_classifier
+# VERSION and SEED default to those of the last build (build/last-build.mk), so that
+# `make train SEED=7 && make archive VERSION=1.1` and a later `make serve-bg` agree on the model
+-include build/last-build.mk
 VERSION ?= 1.0
+SEED ?= 0
+# FORCE=1: archive over a version that holds another model; roll out despite a failed pre-flight
+FORCE ?=
 DATA ?=
 TARGET ?=
 MIN_ACCURACY ?= 0.90
@@ -16,7 +22,7 @@ PYTEST_ARGS ?=
 # extra servectl options, e.g. SERVE_ARGS='--ports 9080,9081,9082 --run-dir /tmp/ts'
 SERVE_ARGS ?=
 
-TRAIN_ARGS := --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET))
+TRAIN_ARGS := --seed $(SEED) --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET))
 MAR := model_store/$(NAME).mar
 # stamps of the tool sets that only the deployment tests and the benchmarks need
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
@@ -62,18 +68,20 @@ build/%.params: FORCE
 build/train.params: PARAMS = $(TRAIN_ARGS) $(if $(DATA),$(shell sha256sum $(DATA)))
 build/export.params: PARAMS = $(NAME) $(VERSION)
 
-train: artifacts/checkpoint.pt ## train the model (DATA=x.csv TARGET=col for your own data)
+train: artifacts/checkpoint.pt ## train the model (SEED=n for other weights; DATA=x.csv TARGET=col for your own data)
 
 artifacts/checkpoint.pt: $(VENV)/.installed build/train.params model/data.py model/network.py model/train.py
 	$(PY) -m model.train $(TRAIN_ARGS)
+	printf 'SEED ?= %s\n' '$(SEED)' > build/last-build.mk
 
 artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py handlers/model_card.py
 	$(PY) -m model.export --name $(NAME) --version $(VERSION)
 
-archive: $(MAR) ## script the model and package model_store/NAME.mar (VERSION=x.y)
+archive: $(MAR) ## package model_store/NAME.mar and NAME-VERSION.mar beside the other versions (VERSION=x.y)
 
 $(MAR): artifacts/metadata.json model/archive.py $(wildcard handlers/*.py handlers/*/*.py) serve_config/model-config.yaml
-	$(PY) -m model.archive
+	$(PY) -m model.archive $(if $(FORCE),--force)
+	printf 'SEED ?= %s\nVERSION ?= %s\n' '$(SEED)' '$(VERSION)' > build/last-build.mk
 
 serve: $(MAR) ## set up, train, archive and serve in the foreground (Ctrl-C stops)
 	$(PY) -m servectl serve --model $(NAME) $(SERVE_ARGS)
@@ -86,6 +94,21 @@ stop: ## stop this project's server
 
 status: setup ## show the model's workers as the management API sees them
 	@$(PY) -m servectl status --model $(NAME) $(SERVE_ARGS)
+
+# ---- model lifecycle (servectl.lifecycle, serve_config/lifecycle.yaml; README "Shipping a new model version")
+.PHONY: versions rollout rollback retire
+LIFECYCLE := $(PY) -m servectl
+versions: setup ## every version built and loaded: default, READY workers, accuracy, sha256, created
+	@$(LIFECYCLE) versions --model $(NAME) $(SERVE_ARGS)
+
+rollout: setup ## load VERSION beside the default, pre-flight it through the server, make it the default
+	$(LIFECYCLE) rollout $(VERSION) --model $(NAME) $(if $(FORCE),--force) $(SERVE_ARGS)
+
+rollback: setup ## make the previous default the default again (it stayed loaded)
+	$(LIFECYCLE) rollback --model $(NAME) $(SERVE_ARGS)
+
+retire: setup ## unload VERSION (not the default) once its queue drained
+	$(LIFECYCLE) retire $(VERSION) --model $(NAME) $(SERVE_ARGS)
 
 token: setup ## print the inference token (nothing when the server needs none)
 	@$(PY) -m servectl token --model $(NAME) $(SERVE_ARGS)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from servectl import server
+from servectl import lifecycle, server
 from servectl.java import JavaError, find_java
 from servectl.options import instance, instance_options
 from servectl.settings import ServeSettings
@@ -73,6 +73,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         proc = server.start(settings, stdout=log)
     try:
         status = server.wait_ready(settings, args.timeout, alive=running(proc))
+        lifecycle.restore(settings, args.timeout)
     except server.ServeError:
         server.stop(settings)
         raise
@@ -86,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         status = server.wait_ready(settings, args.timeout, alive=running(proc))
+        lifecycle.restore(settings, args.timeout)
         print(banner(settings, status), flush=True)
         print("Ctrl-C stops the server.", flush=True)
         proc.wait()
@@ -94,6 +96,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop(settings)
     return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    print(lifecycle.table(instance(args)))
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    lifecycle.rollout(instance(args), args.version, force=args.force, timeout=args.timeout)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    lifecycle.rollback(instance(args))
+    return 0
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    lifecycle.retire(instance(args), args.version)
+    return 0
+
+
+def lifecycle_commands(commands: Any, shared: list[argparse.ArgumentParser]) -> None:
+    """versions, rollout, rollback, retire: servectl.lifecycle against a running instance."""
+    commands.add_parser("versions", parents=shared, help="versions built and loaded").set_defaults(func=cmd_versions)
+    rollout = commands.add_parser("rollout", parents=shared, help="load a version, check it, make it the default")
+    rollout.add_argument("version")
+    rollout.add_argument("--force", action="store_true", help="roll out despite a failed pre-flight check")
+    rollout.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for its workers")
+    rollout.set_defaults(func=cmd_rollout)
+    commands.add_parser("rollback", parents=shared, help="the previous default again").set_defaults(func=cmd_rollback)
+    retire = commands.add_parser("retire", parents=shared, help="unload a non-default version once drained")
+    retire.add_argument("version")
+    retire.set_defaults(func=cmd_retire)
 
 
 def running(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
@@ -120,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     commands.add_parser("token", parents=shared, help="print the inference key").set_defaults(func=cmd_token)
     commands.add_parser("java", help="find or install Java 11+").set_defaults(func=cmd_java)
+    lifecycle_commands(commands, shared)
     return cli
 
 
