@@ -1,0 +1,137 @@
+"""The model lifecycle on a real instance of its own: a candidate (another seed) rolled out,
+rolled back and retired under the mixed load with no failed request, the default surviving a
+restart, and the refusals (a tampered archive, other class names, a version outside the store)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import requests
+
+from benchmarks.lifecycle import StepReport, lifecycle_server, under_load
+from benchmarks.loadmix import Mix
+from servectl import lifecycle, server, versions
+from servectl.errors import ServeError
+from servectl.management import Management
+from servectl.settings import ServeSettings
+from tests.conftest import REPO
+from tests.reliability.conftest import repacked_mar
+
+SETTLE = 1.5  # seconds of load before and after each step
+
+
+@pytest.fixture(scope="module")
+def life(tmp_path_factory) -> Iterator[tuple[ServeSettings, dict[str, np.ndarray], str, str]]:
+    with lifecycle_server(tmp_path_factory.mktemp("lifecycle")) as served:
+        yield served
+
+
+def step(life, mix: Mix, built_card, name: str, action) -> StepReport:
+    settings, expected, _, _ = life
+    result = under_load(settings, mix, expected, list(built_card.class_names), name, action, settle=SETTLE)
+    summary = result.summary()
+    print(json.dumps(summary))
+    assert result.report.server_errors == 0 and result.report.no_answer == 0, summary
+    assert not result.report.problems, [r.problem for r in result.report.problems[:5]]
+    assert result.during, f"{name}: no answer arrived while the step ran"
+    return result
+
+
+def answering_version(settings: ServeSettings, rows: list[list[float]]) -> str:
+    resp = requests.post(f"{settings.inference.url}/predictions/{settings.model_name}", json={"instances": rows}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["X-Model-Version"] == resp.json()["model_version"]
+    return resp.headers["X-Model-Version"]
+
+
+def test_rollout_under_load_switches_the_default_with_no_failed_request(life, mix, built_card, reference):
+    settings, _, old, new = life
+    result = step(life, mix, built_card, f"rollout {new}", lambda: lifecycle.rollout(settings, new))
+    assert {old, new} <= set(result.summary()["by_version"])  # the load saw both, each answer right for its own
+    assert answering_version(settings, reference[0][:2].tolist()) == new
+    state = versions.State.load(settings)
+    assert state is not None and (state.default, state.previous, sorted(state.loaded)) == (new, old, sorted([old, new]))
+
+
+def test_the_default_and_the_loaded_versions_survive_a_restart(life, reference):
+    settings, _, old, new = life
+    server.stop(settings)
+    ports = [settings.inference.port, settings.management.port, settings.metrics.port, settings.model_metrics.port]
+    subprocess.run(
+        [sys.executable, "-m", "servectl", "start", "--model", settings.model_name, "--run-dir", str(settings.run_dir),
+         "--model-store", str(settings.model_store), "--ports", ",".join(map(str, ports))],
+        cwd=REPO, check=True, timeout=300,
+    )
+    loaded = Management(settings).versions()
+    assert set(loaded) == {old, new} and all(lifecycle.ready_count(d) >= 1 for d in loaded.values())
+    assert Management(settings).default_version() == new
+    assert answering_version(settings, reference[0][:2].tolist()) == new
+
+
+def test_rollback_under_load_restores_the_previous_default_at_once(life, mix, built_card, reference):
+    settings, _, old, new = life
+    result = step(life, mix, built_card, "rollback", lambda: lifecycle.rollback(settings))
+    assert result.seconds < 5  # one set-default call, not a reload (a bound on a hang, not a speed claim)
+    assert answering_version(settings, reference[0][:2].tolist()) == old
+
+
+def test_retire_under_load_unloads_the_version_once_drained(life, mix, built_card):
+    settings, _, old, new = life
+    with pytest.raises(ServeError, match="is the default"):
+        lifecycle.retire(settings, old)
+    step(life, mix, built_card, f"retire {new}", lambda: lifecycle.retire(settings, new))
+    assert set(Management(settings).versions()) == {old}
+    row = next(line for line in lifecycle.table(settings).splitlines() if line.startswith(new + " "))
+    assert row.split()[1:3] == ["no", "-"], row  # still built, no longer loaded, no role
+
+
+def test_a_tampered_archive_is_refused_and_unloaded_again(life):
+    settings, _, old, new = life
+    src = versions.archive_of(settings, new)
+    card = json.loads(zipfile.ZipFile(src).read("metadata.json"))
+    tampered_version = f"{new}t"
+    card["version"], card["sha256"] = tampered_version, "0" * 64
+    manifest = json.loads(zipfile.ZipFile(src).read("MAR-INF/MANIFEST.json"))
+    manifest["model"]["modelVersion"] = tampered_version
+    tmp = repacked_mar(src, settings.run_dir / "repack", {
+        "metadata.json": json.dumps(card).encode(), "MAR-INF/MANIFEST.json": json.dumps(manifest).encode()})
+    tmp.rename(settings.model_store / versions.archive_name(settings.model_name, tampered_version))
+    with pytest.raises(ServeError, match="refused to load.*sha256"):
+        lifecycle.rollout(settings, tampered_version, timeout=120)
+    assert set(Management(settings).versions()) == {old}
+    assert Management(settings).default_version() == old
+
+
+def test_other_class_names_refuse_the_rollout_unless_forced(life):
+    settings, _, old, new = life
+    src = versions.archive_of(settings, new)
+    renamed = f"{new}r"
+    card = json.loads(zipfile.ZipFile(src).read("metadata.json"))
+    card["version"], card["class_names"] = renamed, [c.upper() for c in card["class_names"]]
+    manifest = json.loads(zipfile.ZipFile(src).read("MAR-INF/MANIFEST.json"))
+    manifest["model"]["modelVersion"] = renamed
+    tmp = repacked_mar(src, settings.run_dir / "repack2", {
+        "metadata.json": json.dumps(card).encode(), "MAR-INF/MANIFEST.json": json.dumps(manifest).encode()})
+    tmp.rename(settings.model_store / versions.archive_name(settings.model_name, renamed))
+    with pytest.raises(ServeError, match="class names differ"):
+        lifecycle.rollout(settings, renamed)
+    assert set(Management(settings).versions()) == {old}  # the refused candidate was unloaded
+
+
+def test_registration_outside_the_store_is_refused_on_a_lifecycle_instance(life, tmp_path):
+    settings, _, old, _ = life
+    outside = tmp_path / "model_store" / "x.mar"  # even a folder named model_store elsewhere
+    outside.parent.mkdir()
+    outside.write_bytes(versions.archive_of(settings, old).read_bytes())
+    for url in ("http://127.0.0.1:1/x.mar", f"file://{outside}", str(outside), "../x.mar", "file:///etc/passwd"):
+        resp = requests.post(f"{settings.management.url}/models", params={"url": url, "model_name": "intruder"}, timeout=10)
+        assert resp.status_code == 404 and resp.json()["type"] == "ModelNotFoundException", (url, resp.text)
+    with pytest.raises(ServeError, match="version"):
+        lifecycle.rollout(settings, "../../etc")
+    assert set(Management(settings).versions()) == {old}
