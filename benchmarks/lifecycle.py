@@ -131,7 +131,7 @@ def lifecycle_server(work: Path, seed: int = 7) -> Iterator[tuple[ServeSettings,
     expected = {card.version: probabilities(REPO / "artifacts", x), candidate: probabilities(artifacts, x)}
     ports = free_loopback_ports(4)
     settings = ServeSettings.load(card.model_name, run_dir=work / "run", model_store=store)
-    settings = settings.with_ports(*ports[:3], model_metrics=ports[3])
+    settings = settings.with_ports(ports[0], ports[1], ports[2], model_metrics=ports[3])
     settings.run_dir.mkdir(parents=True)
     with open(settings.run_dir / "torchserve.out", "ab") as out:
         proc = server.start(settings, stdout=out)

@@ -15,6 +15,7 @@ helpers the same way in the repo and inside TorchServe.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import torch
 
 from handlers.model_card import METADATA_FILE, ModelCard
 from model.train import ARTIFACTS
@@ -40,18 +43,28 @@ class VersionClash(RuntimeError):
     """The store already holds this version with another model."""
 
 
-def check_version_is_free(card: ModelCard, versioned: Path) -> None:
-    """Refuse to give an existing version's number to a different model."""
+def check_version_is_free(card: ModelCard, versioned: Path, model_file: Path) -> None:
+    """Refuse to give an existing version's number to a different model: other feature or
+    class names, or other weights (compared tensor by tensor: a TorchScript file is not
+    byte-reproducible, its sha256 changes with every export of the same weights)."""
     if not versioned.is_file():
         return
     with zipfile.ZipFile(versioned) as old:
         held = ModelCard.from_dict(json.loads(old.read(METADATA_FILE)))
-    same = (held.sha256, held.feature_names, held.class_names) == (card.sha256, card.feature_names, card.class_names)
+        held_model = old.read(held.model_file)
+    same = (held.feature_names, held.class_names) == (card.feature_names, card.class_names) and same_weights(
+        torch.jit.load(io.BytesIO(held_model)), torch.jit.load(str(model_file))
+    )
     if not same:
         raise VersionClash(
-            f"{versioned} already holds version {card.version} of another model (sha256 {held.sha256[:12]}, "
-            f"new {card.sha256[:12]}): choose another VERSION, or FORCE=1 to replace it"
+            f"{versioned} already holds version {card.version} of another model (other weights or names): "
+            "choose another VERSION, or FORCE=1 to replace it"
         )
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def archive(
@@ -65,7 +78,7 @@ def archive(
     card.verify_model_file(artifacts / card.model_file)
     versioned = store / f"{card.model_name}-{card.version}.mar"
     if not force:
-        check_version_is_free(card, versioned)
+        check_version_is_free(card, versioned, artifacts / card.model_file)
     extra = build / "extra"
     shutil.rmtree(build, ignore_errors=True)
     shutil.copytree(HANDLER.parent, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
