@@ -60,20 +60,23 @@ def rows_from_stdin(text: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["predict", "explain", "metadata", "health"])
+    parser.add_argument("command", choices=["predict", "explain", "metadata", "health", "versions"])
     parser.add_argument("--csv", help="CSV file to score (one row per line, optional header)")
     parser.add_argument("--url", help="inference base URL (default $MODEL_URL or http://127.0.0.1:8080)")
     parser.add_argument("--management-url", help="management base URL (default http://127.0.0.1:8081)")
     parser.add_argument("--model", help="model name (default $MODEL_NAME or tabular_classifier)")
+    parser.add_argument("--version", help="pin requests to this model version (default: the server's default)")
     parser.add_argument("--token", help="inference token, when the server wants one ($MODEL_TOKEN)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--target", help="explain: the class to explain (name or id; default the predicted one)")
     parser.add_argument("--top", type=int, help="explain: show only the N features with the largest attributions")
     args = parser.parse_args(argv)
     client = Client(ClientConfig.from_env(inference_url=args.url, management_url=args.management_url,
-                                          model=args.model, token=args.token))
+                                          model=args.model, token=args.token, version=args.version))
     try:
-        if args.command == "metadata":
+        if args.command == "versions":
+            print(json.dumps(client.versions(), indent=2))
+        elif args.command == "metadata":
             print(json.dumps(client.metadata(), indent=2))
         elif args.command == "health":
             health = client.health()

@@ -167,3 +167,26 @@ def test_kserve_layout_from_the_built_mar(tmp_path, built_card):
     snapshot = json.loads(props["model_snapshot"])
     version = snapshot["models"][built_card.model_name][built_card.version]
     assert version["marName"] == f"{built_card.model_name}.mar" and version["defaultVersion"] is True
+
+
+def test_a_rollout_never_drops_below_the_replicas_and_keeps_revisions_to_undo(resources):
+    deployment = resources["Deployment"]["spec"]
+    assert deployment["strategy"]["type"] == "RollingUpdate"
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert deployment["strategy"]["rollingUpdate"]["maxSurge"] >= 1
+    assert deployment["revisionHistoryLimit"] >= 1  # kubectl rollout undo needs an old ReplicaSet
+    assert "readinessProbe" in container(resources)  # what "available" waits for
+
+
+def test_the_kserve_canary_splits_between_revisions_in_serverless_mode():
+    docs = load_yaml_docs(REPO / "deploy/kserve/inferenceservice-canary.yaml")
+    base = load_yaml_docs(REPO / "deploy/kserve/inferenceservice.yaml")[0]
+    assert [d["kind"] for d in docs] == ["InferenceService"]
+    canary = docs[0]
+    assert canary["metadata"]["name"] == base["metadata"]["name"]  # a new revision of the same service
+    assert canary["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    predictor = canary["spec"]["predictor"]
+    assert isinstance(predictor["canaryTrafficPercent"], int) and 0 < predictor["canaryTrafficPercent"] < 100
+    assert predictor["model"]["runtime"] == base["spec"]["predictor"]["model"]["runtime"]
+    assert predictor["model"]["storageUri"] != base["spec"]["predictor"]["model"]["storageUri"]
+    assert predictor["model"]["resources"] == base["spec"]["predictor"]["model"]["resources"]

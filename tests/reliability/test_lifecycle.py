@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,11 +17,12 @@ import requests
 
 from benchmarks.lifecycle import StepReport, lifecycle_server, under_load
 from benchmarks.loadmix import Mix
+from client.api import Client, ClientConfig
 from servectl import lifecycle, server, versions
 from servectl.errors import ServeError
 from servectl.management import Management
 from servectl.settings import ServeSettings
-from tests.conftest import REPO
+from tests.conftest import PROBABILITY_ATOL, REPO
 from tests.reliability.conftest import repacked_mar
 
 SETTLE = 1.5  # seconds of load before and after each step
@@ -57,6 +59,18 @@ def test_rollout_under_load_switches_the_default_with_no_failed_request(life, mi
     assert answering_version(settings, reference[0][:2].tolist()) == new
     state = versions.State.load(settings)
     assert state is not None and (state.default, state.previous, sorted(state.loaded)) == (new, old, sorted([old, new]))
+
+
+def test_the_client_lists_the_versions_and_pins_a_request_to_one(life, reference, built_card):
+    settings, expected, old, new = life
+    config = ClientConfig(inference_url=settings.inference.url, management_url=settings.management.url,
+                          model=settings.model_name)
+    listed = {v["version"]: v for v in Client(config).versions()}
+    assert set(listed) == {old, new} and listed[new]["default"] and not listed[old]["default"]
+    pinned = Client(replace(config, version=old)).predict(reference[0][:3].tolist())
+    assert pinned.model_version == old
+    got = [[row.probabilities[c] for c in built_card.class_names] for row in pinned.rows]
+    np.testing.assert_allclose(got, expected[old][:3], atol=PROBABILITY_ATOL)
 
 
 def test_the_default_and_the_loaded_versions_survive_a_restart(life, reference):
