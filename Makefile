@@ -96,7 +96,8 @@ status: setup ## show the model's workers as the management API sees them
 	@$(PY) -m servectl status --model $(NAME) $(SERVE_ARGS)
 
 # ---- model lifecycle (servectl.lifecycle, serve_config/lifecycle.yaml; README "Shipping a new model version")
-.PHONY: versions rollout rollback retire
+.PHONY: versions rollout rollback retire canary promote
+PERCENT ?=
 LIFECYCLE := $(PY) -m servectl
 versions: setup ## every version built and loaded: default, READY workers, accuracy, sha256, created
 	@$(LIFECYCLE) versions --model $(NAME) $(SERVE_ARGS)
@@ -104,7 +105,13 @@ versions: setup ## every version built and loaded: default, READY workers, accur
 rollout: setup ## load VERSION beside the default, pre-flight it through the server, make it the default
 	$(LIFECYCLE) rollout $(VERSION) --model $(NAME) $(if $(FORCE),--force) $(SERVE_ARGS)
 
-rollback: setup ## make the previous default the default again (it stayed loaded)
+canary: setup ## PERCENT of the default path to VERSION through the canary proxy (nginx on canary_proxy_address)
+	$(LIFECYCLE) canary $(VERSION) --model $(NAME) $(if $(PERCENT),--percent $(PERCENT)) $(if $(FORCE),--force) $(SERVE_ARGS)
+
+promote: setup ## the canary becomes the default (the previous one stays loaded)
+	$(LIFECYCLE) promote --model $(NAME) $(SERVE_ARGS)
+
+rollback: setup ## abandon a canary, else make the previous default the default again (it stayed loaded)
 	$(LIFECYCLE) rollback --model $(NAME) $(SERVE_ARGS)
 
 retire: setup ## unload VERSION (not the default) once its queue drained

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from servectl import lifecycle, server
+from servectl import canary, lifecycle, server
 from servectl.java import JavaError, find_java
 from servectl.options import instance, instance_options
 from servectl.settings import ServeSettings
@@ -59,6 +59,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    canary.stop_proxy(instance(args))
     stopped = server.stop(instance(args), timeout=args.timeout)
     print("stopped" if stopped else "no server of this project was running")
     return 0
@@ -109,7 +110,24 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    lifecycle.rollback(instance(args))
+    """Abandon a running canary, else make the previous default the default again."""
+    settings = instance(args)
+    state = lifecycle.current_state(settings)
+    if state.canary is not None:
+        canary.abandon(settings, state)
+    else:
+        lifecycle.rollback(settings)
+    return 0
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    percent = args.percent if args.percent is not None else lifecycle.LifecycleConfig.load().canary_percent
+    canary.start_canary(instance(args), args.version, percent, port=args.proxy_port, force=args.force)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    canary.promote(instance(args))
     return 0
 
 
@@ -127,6 +145,13 @@ def lifecycle_commands(commands: Any, shared: list[argparse.ArgumentParser]) -> 
     rollout.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for its workers")
     rollout.set_defaults(func=cmd_rollout)
     commands.add_parser("rollback", parents=shared, help="the previous default again").set_defaults(func=cmd_rollback)
+    cany = commands.add_parser("canary", parents=shared, help="send a share of the default path to a version")
+    cany.add_argument("version")
+    cany.add_argument("--percent", type=float, help="share of the default path (default: serve_config/lifecycle.yaml)")
+    cany.add_argument("--proxy-port", type=int, help="the canary proxy's loopback port (default canary_proxy_address)")
+    cany.add_argument("--force", action="store_true", help="despite a failed pre-flight check")
+    cany.set_defaults(func=cmd_canary)
+    commands.add_parser("promote", parents=shared, help="the canary becomes the default").set_defaults(func=cmd_promote)
     retire = commands.add_parser("retire", parents=shared, help="unload a non-default version once drained")
     retire.add_argument("version")
     retire.set_defaults(func=cmd_retire)

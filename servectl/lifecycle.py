@@ -41,6 +41,7 @@ class LifecycleConfig:
     preflight_accuracy_slack: float
     drain_quiet_s: float
     drain_timeout_s: float
+    canary_percent: float
 
     @classmethod
     def load(cls, path: Path = LIFECYCLE_CONFIG) -> LifecycleConfig:
@@ -50,6 +51,7 @@ class LifecycleConfig:
             preflight_accuracy_slack=float(doc["preflight_accuracy_slack"]),
             drain_quiet_s=float(doc["drain"]["quiet_seconds"]),
             drain_timeout_s=float(doc["drain"]["timeout_seconds"]),
+            canary_percent=float(doc["canary_percent"]),
         )
 
 
@@ -160,6 +162,8 @@ def current_state(settings: ServeSettings) -> State:
     state.loaded = sorted(loaded, key=lambda v: (v != default, v))
     if state.previous not in loaded:
         state.previous = None
+    if state.canary not in loaded or state.canary == default:
+        state.canary, state.canary_percent = None, 0.0
     return state
 
 
@@ -169,21 +173,12 @@ def current_state(settings: ServeSettings) -> State:
 def rollout(settings: ServeSettings, version: str, force: bool = False, timeout: float = 120.0) -> State:
     """Load ``version`` beside the default, check it, make it the default."""
     t0 = time.monotonic()
-    versions.check_version(version)
-    candidate = versions.card_of(versions.archive_of(settings, version))
     state = current_state(settings)
     if version == state.default:
         raise ServeError(f"{version} is already the default")
-    if version not in state.loaded:
-        make_room(settings, state)
-        say(f"loading {version} beside {state.default} ...")
-        load_version(settings, version, timeout)
-    problems = preflight_problems(settings, candidate, card_of_version(settings, state.default))
-    if problems and not force:
-        Management(settings).unregister(version)
-        raise ServeError(f"rollout of {version} refused (FORCE=1 overrides):\n  " + "\n  ".join(problems))
-    for problem in problems:
-        say(f"FORCED despite: {problem}")
+    if state.canary is not None:
+        raise ServeError(f"a canary of {state.canary} runs: 'make promote' or 'make rollback' first")
+    prepare_candidate(settings, state, version, force, timeout)
     Management(settings).set_default(version)
     state.previous, state.default = state.default, version
     state.loaded = sorted(set(state.loaded) | {version})
@@ -192,10 +187,26 @@ def rollout(settings: ServeSettings, version: str, force: bool = False, timeout:
     return state
 
 
+def prepare_candidate(settings: ServeSettings, state: State, version: str, force: bool, timeout: float = 120.0) -> None:
+    """Load ``version`` beside the default (room made first) and pre-flight it through the
+    server; a refused candidate is unloaded again, unless ``force``."""
+    candidate = versions.card_of(versions.archive_of(settings, versions.check_version(version)))
+    if version not in state.loaded:
+        make_room(settings, state)
+        say(f"loading {version} beside {state.default} ...")
+        load_version(settings, version, timeout)
+    problems = preflight_problems(settings, candidate, card_of_version(settings, state.default))
+    if problems and not force:
+        Management(settings).unregister(version)
+        raise ServeError(f"{version} refused (FORCE=1 overrides):\n  " + "\n  ".join(problems))
+    for problem in problems:
+        say(f"FORCED despite: {problem}")
+
+
 def make_room(settings: ServeSettings, state: State) -> None:
     """Retire the oldest versions that are neither default nor previous until one more fits."""
     limit = LifecycleConfig.load().max_loaded_versions
-    spare = [v for v in state.loaded if v not in (state.default, state.previous)]
+    spare = [v for v in state.loaded if v not in (state.default, state.previous, state.canary)]
     while len(state.loaded) + 1 > limit and spare:
         retire(settings, spare.pop(0))
         state.loaded = [v for v in state.loaded if v in Management(settings).versions()]
@@ -222,6 +233,8 @@ def retire(settings: ServeSettings, version: str) -> State:
     state = current_state(settings)
     if version == state.default:
         raise ServeError(f"{version} is the default: roll out or roll back to another version first")
+    if version == state.canary:
+        raise ServeError(f"{version} is the canary: 'make rollback' ends the canary first")
     if version not in state.loaded:
         raise ServeError(f"{version} is not loaded (loaded: {', '.join(state.loaded)})")
     drain(settings, version)
@@ -305,7 +318,11 @@ def table(settings: ServeSettings) -> str:
     rows = [("VERSION", "DEFAULT", "LOADED", "READY", "ACCURACY", "SHA256", "CREATED", "ARCHIVE")]
     for version in sorted(set(built) | set(loaded)):
         card = versions.card_of(built[version]) if version in built else card_of_version(settings, version)
-        role = "*" if version == default else ("previous" if state and state.previous == version else "")
+        role = "*" if version == default else ""
+        if state and version == state.previous and not role:
+            role = "previous"
+        if state and version == state.canary and not role:
+            role = f"canary:{state.canary_percent:g}%"
         rows.append(
             (
                 version,

@@ -166,6 +166,7 @@ class ServeSettings:
         props = dict(self.properties)
         props.pop("load_models", None)  # servectl names the model on the command line
         props.pop(MODEL_METRICS_KEY, None)  # servectl's, served by servectl.exporter
+        props.pop("canary_proxy_address", None)  # servectl's, the canary proxy (servectl.canary)
         props["model_store"] = str(self.model_store)
         # registration (servectl.lifecycle) names a bare file of the store; a file:// URL may
         # name only a .mar directly in THIS instance's store, never another "model_store/"

@@ -96,13 +96,21 @@ class State:
     default: str
     loaded: list[str] = field(default_factory=list)
     previous: str | None = None  # the default before the last rollout: what rollback restores
+    canary: str | None = None  # the version the canary proxy sends canary_percent of the default path to
+    canary_percent: float = 0.0
 
     @classmethod
     def load(cls, settings: ServeSettings) -> State | None:
         path = settings.run_dir / STATE_FILE
         try:
             data = json.loads(path.read_text())
-            return cls(default=str(data["default"]), loaded=list(data["loaded"]), previous=data.get("previous"))
+            return cls(
+                default=str(data["default"]),
+                loaded=list(data["loaded"]),
+                previous=data.get("previous"),
+                canary=data.get("canary"),
+                canary_percent=float(data.get("canary_percent", 0.0)),
+            )
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
