@@ -41,6 +41,7 @@ class StepReport:
     seconds: float  # how long the step itself took
     report: Report  # the whole load around it
     during: list[Any]  # the answers that arrived while the step ran
+    after: list[Any]  # the answers that were sent after the step ended
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -87,15 +88,17 @@ def under_load(
     action: Callable[[], object],
     settle: float = 1.0,
     connections: int = 4,
+    base_url: str | None = None,
 ) -> StepReport:
-    """Run ``action`` while the load runs, with ``settle`` seconds of load before and after."""
+    """Run ``action`` while the load runs, with ``settle`` seconds of load before and after
+    (``base_url``: where the load goes, default the instance's inference API)."""
     stop = threading.Event()
     holder: dict[str, Report] = {}
     bound = 600.0  # the load's own bound, should the step hang
 
     def load() -> None:
         holder["report"] = run(
-            settings.inference.url, settings.model_name, mix, expected, class_names, bound, connections,
+            base_url or settings.inference.url, settings.model_name, mix, expected, class_names, bound, connections,
             timeout=model_config.load().response_timeout_s + 5, stop=stop,
         )
 
@@ -113,7 +116,8 @@ def under_load(
         thread.join()
     report = holder["report"]
     during = [r for r in report.results if started - t0 <= r.t <= ended - t0]
-    return StepReport(name, ended - started, report, during)
+    after = [r for r in report.results if r.t - r.latency > ended - t0]
+    return StepReport(name, ended - started, report, during, after)
 
 
 @contextmanager

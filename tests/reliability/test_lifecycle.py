@@ -18,14 +18,16 @@ import requests
 from benchmarks.lifecycle import StepReport, lifecycle_server, under_load
 from benchmarks.loadmix import Mix
 from client.api import Client, ClientConfig
-from servectl import lifecycle, server, versions
+from servectl import canary, lifecycle, server, versions
 from servectl.errors import ServeError
 from servectl.management import Management
-from servectl.settings import ServeSettings
-from tests.conftest import PROBABILITY_ATOL, REPO
+from servectl.settings import Endpoint, ServeSettings
+from tests.conftest import PROBABILITY_ATOL, REPO, free_ports
 from tests.reliability.conftest import repacked_mar
 
 SETTLE = 1.5  # seconds of load before and after each step
+CANARY_PERCENT = 30.0
+CANARY_SECONDS = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +36,10 @@ def life(tmp_path_factory) -> Iterator[tuple[ServeSettings, dict[str, np.ndarray
         yield served
 
 
-def step(life, mix: Mix, built_card, name: str, action) -> StepReport:
+def step(life, mix: Mix, built_card, name: str, action, base_url: str | None = None, settle: float = SETTLE) -> StepReport:
     settings, expected, _, _ = life
-    result = under_load(settings, mix, expected, list(built_card.class_names), name, action, settle=SETTLE)
+    result = under_load(settings, mix, expected, list(built_card.class_names), name, action, settle=settle,
+                        base_url=base_url)
     summary = result.summary()
     print(json.dumps(summary))
     assert result.report.server_errors == 0 and result.report.no_answer == 0, summary
@@ -103,6 +106,55 @@ def test_retire_under_load_unloads_the_version_once_drained(life, mix, built_car
     assert set(Management(settings).versions()) == {old}
     row = next(line for line in lifecycle.table(settings).splitlines() if line.startswith(new + " "))
     assert row.split()[1:3] == ["no", "-"], row  # still built, no longer loaded, no role
+
+
+@pytest.fixture(scope="module")
+def proxy_port(life) -> Iterator[int]:
+    """The canary proxy in front of the instance, with no split yet: the clients' way in."""
+    settings = life[0]
+    port = free_ports(1)[0]
+    canary.apply(settings, None, 0, port)
+    yield port
+    canary.stop_proxy(settings)
+
+
+def test_canary_splits_the_default_path_by_its_percent_under_load(life, mix, built_card, proxy_port):
+    settings, _, old, new = life
+    url = f"http://127.0.0.1:{proxy_port}"
+    result = step(life, mix, built_card, "canary", lambda: canary.start_canary(settings, new, CANARY_PERCENT, port=proxy_port),
+                  base_url=url, settle=CANARY_SECONDS)
+    split = [r.version for r in result.after if r.status == 200 and r.case.path == "predict"]
+    share = split.count(new) / len(split)
+    # binomial: 5 standard deviations of the share for this many answers
+    bound = 5 * (CANARY_PERCENT / 100 * (1 - CANARY_PERCENT / 100) / len(split)) ** 0.5
+    assert abs(share - CANARY_PERCENT / 100) <= bound, (share, len(split))
+    assert answering_version(settings, [[0.0] * len(built_card.feature_names)]) == old  # the inference port: no split
+    row = next(line for line in lifecycle.table(settings).splitlines() if line.startswith(new + " "))
+    assert f"canary:{CANARY_PERCENT:g}%" in row
+
+
+def test_promote_under_load_makes_the_canary_the_default(life, mix, built_card, proxy_port):
+    settings, _, old, new = life
+    url = f"http://127.0.0.1:{proxy_port}"
+    step(life, mix, built_card, "promote", lambda: canary.promote(settings), base_url=url)
+    assert Management(settings).default_version() == new
+    state = versions.State.load(settings)
+    assert state is not None and (state.default, state.previous, state.canary) == (new, old, None)
+    result = step(life, mix, built_card, "rollback", lambda: lifecycle.rollback(settings), base_url=url)
+    assert set(result.summary()["by_version"]) == {old, new}
+
+
+def test_rollback_abandons_a_canary_under_load(life, mix, built_card, proxy_port):
+    settings, _, old, new = life
+    url = f"http://127.0.0.1:{proxy_port}"
+    canary.start_canary(settings, new, CANARY_PERCENT, port=proxy_port)
+    state = versions.State.load(settings)
+    assert state is not None
+    step(life, mix, built_card, "abandon canary", lambda: canary.abandon(settings, state), base_url=url)
+    via_proxy = replace(settings, inference=Endpoint("127.0.0.1", proxy_port))
+    after = [answering_version(via_proxy, [[0.0] * len(built_card.feature_names)]) for _ in range(20)]
+    assert set(after) == {old}
+    lifecycle.retire(settings, new)
 
 
 def test_a_tampered_archive_is_refused_and_unloaded_again(life):
