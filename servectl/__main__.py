@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from servectl import canary, lifecycle, server
+from servectl import canary, lifecycle, server, watcher
 from servectl.java import JavaError, find_java
 from servectl.options import instance, instance_options
-from servectl.settings import ServeSettings
+from servectl.settings import REPO, ServeSettings
 
 
 def banner(settings: ServeSettings, status: dict[str, Any]) -> str:
@@ -106,7 +106,27 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     lifecycle.rollout(instance(args), args.version, force=args.force, timeout=args.timeout)
+    spawn_watcher(instance(args))
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    watcher.watch(instance(args))
+    return 0
+
+
+def spawn_watcher(settings: ServeSettings) -> None:
+    """Start ``servectl watch`` for this instance in the background (serve_config/lifecycle.yaml
+    ``watch.auto``), logging to RUN_DIR/watcher.log; it ends with its window."""
+    if not lifecycle.LifecycleConfig.load().watch_auto:
+        return
+    ports = [settings.inference.port, settings.management.port, settings.metrics.port, settings.model_metrics.port]
+    argv = [sys.executable, "-m", "servectl", "watch", "--model", settings.model_name,
+            "--run-dir", str(settings.run_dir), "--model-store", str(settings.model_store),
+            "--ports", ",".join(map(str, ports))]  # fmt: skip
+    with open(settings.run_dir / "watcher.log", "ab") as log:
+        subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    print(f"servectl: watcher started (log: {settings.run_dir / 'watcher.log'})", flush=True)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -123,11 +143,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_canary(args: argparse.Namespace) -> int:
     percent = args.percent if args.percent is not None else lifecycle.LifecycleConfig.load().canary_percent
     canary.start_canary(instance(args), args.version, percent, port=args.proxy_port, force=args.force)
+    spawn_watcher(instance(args))
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     canary.promote(instance(args))
+    spawn_watcher(instance(args))
     return 0
 
 
@@ -152,6 +174,8 @@ def lifecycle_commands(commands: Any, shared: list[argparse.ArgumentParser]) -> 
     cany.add_argument("--force", action="store_true", help="despite a failed pre-flight check")
     cany.set_defaults(func=cmd_canary)
     commands.add_parser("promote", parents=shared, help="the canary becomes the default").set_defaults(func=cmd_promote)
+    watch_help = "roll back automatically on a breach (serve_config/lifecycle.yaml)"
+    commands.add_parser("watch", parents=shared, help=watch_help).set_defaults(func=cmd_watch)
     retire = commands.add_parser("retire", parents=shared, help="unload a non-default version once drained")
     retire.add_argument("version")
     retire.set_defaults(func=cmd_retire)

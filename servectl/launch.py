@@ -18,6 +18,8 @@ from servectl.java import Java, find_java, install_allowed
 from servectl.settings import ServeSettings
 from servectl.versions import startup_archive
 
+EVENTS_FILE = "auto_rollbacks.jsonl"  # servectl.watcher writes it, the exporter counts it
+
 EXPORTER = Path(__file__).resolve().with_name("exporter.py")
 
 
@@ -119,6 +121,8 @@ def exporter_launcher(settings: ServeSettings) -> list[str]:
         settings.model_name,
         "--key-file",
         str(settings.key_file),
+        "--events-file",
+        str(settings.run_dir.resolve() / EVENTS_FILE),
     ]
 
 
@@ -128,6 +132,7 @@ def prepare_run_dir(settings: ServeSettings) -> None:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     settings.key_file.unlink(missing_ok=True)
     settings.load_status_file.unlink(missing_ok=True)
+    (settings.run_dir / EVENTS_FILE).unlink(missing_ok=True)  # the counter starts at zero
     shutil.rmtree(settings.multiproc_dir, ignore_errors=True)
     settings.multiproc_dir.mkdir(parents=True)
     settings.render()

@@ -42,6 +42,7 @@ class LifecycleConfig:
     drain_quiet_s: float
     drain_timeout_s: float
     canary_percent: float
+    watch_auto: bool
 
     @classmethod
     def load(cls, path: Path = LIFECYCLE_CONFIG) -> LifecycleConfig:
@@ -52,6 +53,7 @@ class LifecycleConfig:
             drain_quiet_s=float(doc["drain"]["quiet_seconds"]),
             drain_timeout_s=float(doc["drain"]["timeout_seconds"]),
             canary_percent=float(doc["canary_percent"]),
+            watch_auto=bool(doc["watch"]["auto"]),
         )
 
 
