@@ -5,23 +5,30 @@ restart, and the refusals (a tampered archive, other class names, a version outs
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+import torch
+from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.lifecycle import StepReport, lifecycle_server, under_load
+from benchmarks.lifecycle import StepReport, lifecycle_server, probabilities, under_load
 from benchmarks.loadmix import Mix
 from client.api import Client, ClientConfig
+from handlers.metric_names import PREFIX
+from model import archive, export
 from servectl import canary, lifecycle, server, versions
 from servectl.errors import ServeError
 from servectl.management import Management
 from servectl.settings import Endpoint, ServeSettings
+from servectl.watcher import WatchConfig, watch
 from tests.conftest import PROBABILITY_ATOL, REPO, free_ports
 from tests.reliability.conftest import repacked_mar
 
@@ -155,6 +162,43 @@ def test_rollback_abandons_a_canary_under_load(life, mix, built_card, proxy_port
     after = [answering_version(via_proxy, [[0.0] * len(built_card.feature_names)]) for _ in range(20)]
     assert set(after) == {old}
     lifecycle.retire(settings, new)
+
+
+def bad_candidate(settings: ServeSettings, work: Path, good: Path, version: str) -> None:
+    """A deliberately bad version: the good candidate with its output classes rotated, so it
+    predicts another class mix (its card keeps the good accuracy: the pre-flight refuses it)."""
+    shutil.copytree(good, work)
+    checkpoint = torch.load(work / "checkpoint.pt", weights_only=True)
+    for key in ("out.weight", "out.bias"):
+        checkpoint["state_dict"][key] = checkpoint["state_dict"][key].roll(1, dims=0)
+    torch.save(checkpoint, work / "checkpoint.pt")
+    export.export(settings.model_name, version, work)
+    latest = settings.model_store / f"{settings.model_name}.mar"
+    kept = latest.read_bytes()
+    archive.archive(work, settings.model_store, build=work / "build")
+    latest.write_bytes(kept)
+
+
+def test_the_watcher_rolls_a_bad_canary_back_under_load_and_says_why(life, mix, built_card, proxy_port, tmp_path):
+    settings, expected, old, new = life
+    bad = f"{new}bad"
+    bad_candidate(settings, tmp_path / "bad", settings.model_store.parent / "candidate", bad)
+    expected[bad] = probabilities(tmp_path / "bad", mix.x)
+    with pytest.raises(ServeError, match="below the card"):
+        canary.start_canary(settings, bad, 50, port=proxy_port)
+    canary.start_canary(settings, bad, 50, port=proxy_port, force=True)
+    config = replace(WatchConfig.load(), window_s=60, interval_s=0.5, min_requests=20)
+    why: dict[str, str | None] = {}
+    step(life, mix, built_card, "auto-rollback", lambda: why.setdefault("reason", watch(settings, config)),
+         base_url=f"http://127.0.0.1:{proxy_port}")
+    assert (why["reason"] or "").startswith("class_mix"), why
+    state = versions.State.load(settings)
+    assert state is not None and state.canary is None and state.default == old
+    metrics = requests.get(f"{settings.model_metrics.url}/metrics", timeout=10).text
+    samples = [s for f in text_string_to_metric_families(metrics) for s in f.samples
+               if s.name == f"{PREFIX}_auto_rollbacks_total"]
+    assert [(s.labels["model_version"], s.labels["kind"], s.value) for s in samples] == [(bad, "class_mix", 1.0)]
+    lifecycle.retire(settings, bad)
 
 
 def test_a_tampered_archive_is_refused_and_unloaded_again(life):
