@@ -190,6 +190,13 @@ bench: $(MAR) $(BENCH_TOOLS) ## benchmark the served model against same-run refe
 bench-sweep: $(MAR) $(BENCH_TOOLS) ## try workers x batchSize x maxBatchDelay and print the best for a p99 budget
 	$(PY) -m benchmarks.bench --sweep --note '$(NOTE)' $(BENCH_ARGS)
 
+# Each lifecycle step (rollout, rollback, retire, canary, promote) under the load mix on a
+# server of its own with a candidate trained for it: step time, latency, no failed request
+LIFECYCLE_SECONDS ?= 10
+.PHONY: bench-lifecycle
+bench-lifecycle: $(MAR) $(DEPLOY_TOOLS) ## each lifecycle step under LIFECYCLE_SECONDS of mixed load before and after: time, latency, failures
+	$(PY) -m benchmarks.lifecycle --seconds $(LIFECYCLE_SECONDS)
+
 # Soak: the load mix for SOAK_SECONDS on a fresh server of its own (benchmarks/soak.py)
 SOAK_SECONDS ?= 300
 .PHONY: soak

@@ -29,7 +29,7 @@ from benchmarks.loadmix import Mix, Report, run
 from handlers.model_card import METADATA_FILE, ModelCard
 from model import archive, export, train
 from model.data import make_synthetic
-from servectl import lifecycle, model_config, server
+from servectl import canary, lifecycle, model_config, server
 from servectl.settings import ServeSettings, free_loopback_ports
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,17 +159,25 @@ def main(argv: list[str] | None = None) -> int:
             card = ModelCard.load(REPO / "artifacts" / METADATA_FILE)
             x = torch.load(REPO / "artifacts" / "test_split.pt", weights_only=True)["x"].numpy()
             mix = Mix(x, list(card.feature_names))
-            for name, action in (
+            proxy_port = free_loopback_ports(1)[0]
+            canary.apply(settings, None, 0, proxy_port)  # the clients' way in, no split yet
+            proxy = f"http://127.0.0.1:{proxy_port}"
+            steps: list[tuple[str, Callable[[], object]]] = [
                 (f"rollout {new}", lambda: lifecycle.rollout(settings, new)),
                 ("rollback", lambda: lifecycle.rollback(settings)),
                 (f"retire {new}", lambda: lifecycle.retire(settings, new)),
-            ):
+                (f"canary {new} 10%", lambda: canary.start_canary(settings, new, 10, port=proxy_port)),
+                ("promote", lambda: canary.promote(settings)),
+                ("rollback after promote", lambda: lifecycle.rollback(settings)),
+            ]
+            for name, action in steps:
                 step = under_load(
                     settings, mix, expected, list(card.class_names), name, action,
-                    settle=args.seconds, connections=args.connections,
+                    settle=args.seconds, connections=args.connections, base_url=proxy,
                 )
                 print(json.dumps(step.summary()), flush=True)
                 failed |= bool(step.report.problems or step.report.server_errors or step.report.no_answer)
+            canary.stop_proxy(settings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
