@@ -245,3 +245,24 @@ def test_registration_outside_the_store_is_refused_on_a_lifecycle_instance(life,
     with pytest.raises(ServeError, match="version"):
         lifecycle.rollout(settings, "../../etc")
     assert set(Management(settings).versions()) == {old}
+
+
+def test_at_most_max_loaded_versions_stay_loaded(life, monkeypatch):
+    """A rollout that would load one too many first retires a spare version (neither default
+    nor previous); with no spare it refuses and loads nothing."""
+    settings, _, old, new = life
+    bad = f"{new}bad"  # built by the watcher's test, still in the store
+    limited = replace(lifecycle.LifecycleConfig.load(), max_loaded_versions=2)
+    monkeypatch.setattr(lifecycle.LifecycleConfig, "load", classmethod(lambda cls, path=None: limited))
+    lifecycle.load_version(settings, new, timeout=120)  # loaded, not the previous default: a spare
+    state = lifecycle.current_state(settings)
+    assert (state.default, state.previous, set(state.loaded)) == (old, None, {old, new})
+    lifecycle.rollout(settings, bad, force=True)  # retires the spare first
+    state = lifecycle.current_state(settings)
+    assert (state.default, state.previous, set(state.loaded)) == (bad, old, {old, bad})
+    with pytest.raises(ServeError, match="max_loaded_versions is 2"):
+        lifecycle.rollout(settings, new)  # default and previous are no spares
+    assert set(Management(settings).versions()) == {old, bad}
+    lifecycle.rollback(settings)
+    lifecycle.retire(settings, bad)
+    assert set(Management(settings).versions()) == {old}
