@@ -42,6 +42,7 @@ class StepReport:
     report: Report  # the whole load around it
     during: list[Any]  # the answers that arrived while the step ran
     after: list[Any]  # the answers that were sent after the step ended
+    in_flight: int = 0  # requests that were in flight at some moment of the step
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class StepReport:
             "step_seconds": round(self.seconds, 2),
             "requests": len(self.report.results),
             "answers_during_step": len(self.during),
+            "in_flight_during_step": self.in_flight,
             "by_version": dict(Counter(r.version for r in self.report.results if r.status == 200)),
             "server_errors": self.report.server_errors,
             "no_answer": self.report.no_answer,
@@ -117,7 +119,8 @@ def under_load(
     report = holder["report"]
     during = [r for r in report.results if started - t0 <= r.t <= ended - t0]
     after = [r for r in report.results if r.t - r.latency > ended - t0]
-    return StepReport(name, ended - started, report, during, after)
+    in_flight = sum(1 for r in report.results if r.t - r.latency <= ended - t0 and r.t >= started - t0)
+    return StepReport(name, ended - started, report, during, after, in_flight)
 
 
 @contextmanager

@@ -51,7 +51,7 @@ def step(life, mix: Mix, built_card, name: str, action, base_url: str | None = N
     print(json.dumps(summary))
     assert result.report.server_errors == 0 and result.report.no_answer == 0, summary
     assert not result.report.problems, [r.problem for r in result.report.problems[:5]]
-    assert result.during, f"{name}: no answer arrived while the step ran"
+    assert result.in_flight, f"{name}: no request was in flight while the step ran"
     return result
 
 
