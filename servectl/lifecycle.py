@@ -31,6 +31,7 @@ from servectl.versions import State
 from servectl.waiting import WaitTimeout, wait_for
 
 LIFECYCLE_CONFIG = SERVE_CONFIG / "lifecycle.yaml"
+PREFLIGHT_ROWS_PER_REQUEST = 8
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,9 @@ def load_version(settings: ServeSettings, version: str, timeout: float) -> None:
 def served_accuracy(settings: ServeSettings, version: str, x: Any, y: Any) -> float:
     """Accuracy of ``version``'s answers, through the inference API, on rows ``x``."""
     url = f"{settings.inference.url}/predictions/{settings.model_name}/{version}"
-    chunk = model_config.load().max_rows
+    # small requests, so that every worker of the candidate runs its first (slower, TorchScript
+    # profiling) batches here rather than in the watcher's window
+    chunk = min(PREFLIGHT_ROWS_PER_REQUEST, model_config.load().max_rows)
     right = 0
     for start in range(0, len(x), chunk):
         rows = x[start : start + chunk].tolist()
