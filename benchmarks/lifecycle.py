@@ -91,9 +91,12 @@ def under_load(
     settle: float = 1.0,
     connections: int = 4,
     base_url: str | None = None,
+    atol: float = 1e-6,
 ) -> StepReport:
     """Run ``action`` while the load runs, with ``settle`` seconds of load before and after
-    (``base_url``: where the load goes, default the instance's inference API)."""
+    (``base_url``: where the load goes, default the instance's inference API). Every valid
+    answer must equal its version's in-process probabilities within ``atol`` (batching changes
+    only the last bits, about 2e-9)."""
     stop = threading.Event()
     holder: dict[str, Report] = {}
     bound = 600.0  # the load's own bound, should the step hang
@@ -101,7 +104,7 @@ def under_load(
     def load() -> None:
         holder["report"] = run(
             base_url or settings.inference.url, settings.model_name, mix, expected, class_names, bound, connections,
-            timeout=model_config.load().response_timeout_s + 5, stop=stop,
+            timeout=model_config.load().response_timeout_s + 5, stop=stop, atol=atol,
         )
 
     thread = threading.Thread(target=load, daemon=True)

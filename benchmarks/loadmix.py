@@ -182,7 +182,13 @@ def expected_for(expected: Expected, version: str | None) -> np.ndarray | None:
 
 
 def check(
-    case: Case, status: int, body: bytes, expected: Expected, class_names: list[str], version: str | None = None
+    case: Case,
+    status: int,
+    body: bytes,
+    expected: Expected,
+    class_names: list[str],
+    version: str | None = None,
+    atol: float = 1e-5,
 ) -> str | None:
     """None when the answer is right, else what is wrong with it."""
     if status != case.status:
@@ -204,7 +210,7 @@ def check(
     else:
         got = np.array([[p["probabilities"][c] for c in class_names] for p in doc["predictions"]])
     want = reference[start:stop]
-    if got.shape != want.shape or not np.allclose(got, want, atol=1e-5):
+    if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=atol):
         return f"{case.kind}: rows {start}:{stop} answered {got.tolist()[:2]}, expected {want.tolist()[:2]}"
     return None
 
@@ -222,6 +228,7 @@ def run(
     headers: dict[str, str] | None = None,
     stop: threading.Event | None = None,
     on_result: Callable[[Result], None] | None = None,
+    atol: float = 1e-5,
 ) -> Report:
     """``connections`` threads, each with its own keep-alive session, until ``seconds`` pass."""
     host = urlsplit(base_url).hostname
@@ -251,9 +258,10 @@ def run(
                 except requests.RequestException as exc:
                     status, body, version = 0, str(exc).encode(), None
                 now = time.monotonic()
-                problem = (
-                    check(case, status, body, expected, class_names, version) if status else f"{case.kind}: {body!r}"
-                )
+                if status:
+                    problem = check(case, status, body, expected, class_names, version, atol)
+                else:
+                    problem = f"{case.kind}: {body!r}"
                 kept = body[:500] if status != 200 else b""
                 result = Result(now - t0, case, status, now - sent, problem, kept, version)
                 with lock:

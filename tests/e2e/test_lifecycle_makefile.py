@@ -19,7 +19,7 @@ import torch
 from benchmarks.lifecycle import probabilities
 from benchmarks.loadmix import Mix, Report, run
 from handlers.model_card import METADATA_FILE, ModelCard
-from tests.conftest import ANSWER_TIMEOUT, REPO, free_ports
+from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL, REPO, free_ports
 
 
 def copy_of_repo(dst: Path) -> Path:
@@ -81,7 +81,7 @@ def test_train_archive_rollout_rollback_versions_restart_through_make(repo, buil
     mix = Mix(x, list(built_card.feature_names))
     load = threading.Thread(target=lambda: holder.setdefault("r", run(
         f"http://127.0.0.1:{ports[0]}", name, mix, expected, list(built_card.class_names), 300, 4,
-        timeout=ANSWER_TIMEOUT, stop=stop)), daemon=True)
+        timeout=ANSWER_TIMEOUT, stop=stop, atol=PROBABILITY_ATOL)), daemon=True)
     load.start()
     try:
         make(copy, "rollout", "VERSION=1.1", serve_args)
