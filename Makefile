@@ -8,11 +8,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 NAME ?= tabular_classifier
+# VERSION and SEED default to those of the last build (build/last-build.mk), so that
+# `make train SEED=7 && make archive VERSION=1.1` and a later `make serve-bg` agree on the model
+-include build/last-build.mk
 VERSION ?= 1.0
+SEED ?= 0
+# FORCE=1: archive over a version that holds another model; roll out despite a failed pre-flight
+FORCE ?=
 DATA ?=
 TARGET ?=
 MIN_ACCURACY ?= 0.90
-# feature scaling baked into the network: standard (the default, measured) or minmax
+# feature scaling baked into the network: minmax (the default, measured: README "Training report") or standard
 SCALING ?=
 # which model file the .mar serves: torchscript (default), int8, onnx or export (README "Model
 # variants"). It sticks: after `make archive VARIANT=onnx`, `make serve-bg` serves onnx until
@@ -22,7 +28,7 @@ PYTEST_ARGS ?=
 # extra servectl options, e.g. SERVE_ARGS='--ports 9080,9081,9082 --run-dir /tmp/ts'
 SERVE_ARGS ?=
 
-TRAIN_ARGS := --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET)) $(if $(SCALING),--scaling $(SCALING))
+TRAIN_ARGS := --seed $(SEED) --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET)) $(if $(SCALING),--scaling $(SCALING))
 MAR := model_store/$(NAME).mar
 # stamps of the tool sets that only the deployment tests and the benchmarks need
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
@@ -68,18 +74,20 @@ build/%.params: FORCE
 build/train.params: PARAMS = $(TRAIN_ARGS) $(if $(DATA),$(shell sha256sum $(DATA)))
 build/export.params: PARAMS = $(NAME) $(VERSION) $(VARIANT)
 
-train: artifacts/checkpoint.pt ## train the model (DATA=x.csv TARGET=col for your own data)
+train: artifacts/checkpoint.pt ## train the model (SEED=n for other weights; DATA=x.csv TARGET=col for your own data)
 
 artifacts/checkpoint.pt: $(VENV)/.installed build/train.params model/data.py model/network.py model/train.py model/evaluation.py model/report.py
 	$(PY) -m model.train $(TRAIN_ARGS)
+	printf 'SEED ?= %s\n' '$(SEED)' > build/last-build.mk
 
 artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py model/variants.py handlers/model_card.py handlers/runtimes.py
 	$(PY) -m model.export --name $(NAME) --version $(VERSION) --variant $(VARIANT)
 
-archive: $(MAR) ## export the model as VARIANT (torchscript, int8, onnx, export) and package model_store/NAME.mar (VERSION=x.y)
+archive: $(MAR) ## export as VARIANT (torchscript, int8, onnx, export); package NAME.mar and NAME-VERSION.mar beside the other versions (VERSION=x.y)
 
 $(MAR): artifacts/metadata.json model/archive.py $(wildcard handlers/*.py handlers/*/*.py) serve_config/model-config.yaml
-	$(PY) -m model.archive
+	$(PY) -m model.archive $(if $(FORCE),--force)
+	printf 'SEED ?= %s\nVERSION ?= %s\n' '$(SEED)' '$(VERSION)' > build/last-build.mk
 
 serve: $(MAR) ## set up, train, archive and serve in the foreground (Ctrl-C stops)
 	$(PY) -m servectl serve --model $(NAME) $(SERVE_ARGS)
@@ -92,6 +100,28 @@ stop: ## stop this project's server
 
 status: setup ## show the model's workers as the management API sees them
 	@$(PY) -m servectl status --model $(NAME) $(SERVE_ARGS)
+
+# ---- model lifecycle (servectl.lifecycle, serve_config/lifecycle.yaml; README "Shipping a new model version")
+.PHONY: versions rollout rollback retire canary promote
+PERCENT ?=
+LIFECYCLE := $(PY) -m servectl
+versions: setup ## every version built and loaded: default, READY workers, accuracy, sha256, created
+	@$(LIFECYCLE) versions --model $(NAME) $(SERVE_ARGS)
+
+rollout: setup ## load VERSION beside the default, pre-flight it through the server, make it the default
+	$(LIFECYCLE) rollout $(VERSION) --model $(NAME) $(if $(FORCE),--force) $(SERVE_ARGS)
+
+canary: setup ## PERCENT of the default path to VERSION through the canary proxy (nginx on canary_proxy_address)
+	$(LIFECYCLE) canary $(VERSION) --model $(NAME) $(if $(PERCENT),--percent $(PERCENT)) $(if $(FORCE),--force) $(SERVE_ARGS)
+
+promote: setup ## the canary becomes the default (the previous one stays loaded)
+	$(LIFECYCLE) promote --model $(NAME) $(SERVE_ARGS)
+
+rollback: setup ## abandon a canary, else make the previous default the default again (it stayed loaded)
+	$(LIFECYCLE) rollback --model $(NAME) $(SERVE_ARGS)
+
+retire: setup ## unload VERSION (not the default) once its queue drained
+	$(LIFECYCLE) retire $(VERSION) --model $(NAME) $(SERVE_ARGS)
 
 token: setup ## print the inference token (nothing when the server needs none)
 	@$(PY) -m servectl token --model $(NAME) $(SERVE_ARGS)
@@ -171,6 +201,13 @@ variants: artifacts/checkpoint.pt $(BENCH_TOOLS) ## build all four model variant
 
 bench-sweep: $(MAR) $(BENCH_TOOLS) ## try workers x batchSize x maxBatchDelay and print the best for a p99 budget
 	$(PY) -m benchmarks.bench --sweep --note '$(NOTE)' $(BENCH_ARGS)
+
+# Each lifecycle step (rollout, rollback, retire, canary, promote) under the load mix on a
+# server of its own with a candidate trained for it: step time, latency, no failed request
+LIFECYCLE_SECONDS ?= 10
+.PHONY: bench-lifecycle
+bench-lifecycle: $(MAR) $(DEPLOY_TOOLS) ## each lifecycle step under LIFECYCLE_SECONDS of mixed load before and after: time, latency, failures
+	$(PY) -m benchmarks.lifecycle --seconds $(LIFECYCLE_SECONDS)
 
 # Soak: the load mix for SOAK_SECONDS on a fresh server of its own (benchmarks/soak.py)
 SOAK_SECONDS ?= 300

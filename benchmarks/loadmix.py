@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +49,7 @@ class Result:
     latency: float
     problem: str | None = None  # None when the answer was the expected one
     error_body: bytes = b""  # the answer's body when it was not a 200 (small JSON)
+    version: str | None = None  # the X-Model-Version of the answer
 
 
 @dataclass
@@ -168,7 +169,27 @@ class Mix:
         return Case(kind, "predict", raw, ctype, status)
 
 
-def check(case: Case, status: int, body: bytes, expected: np.ndarray, class_names: list[str]) -> str | None:
+# the in-process probabilities of the reference rows: one array, or one per model version
+# (keyed by the version the answer names in X-Model-Version, so a load can span a rollout)
+Expected = np.ndarray | Mapping[str, np.ndarray]
+
+
+def expected_for(expected: Expected, version: str | None) -> np.ndarray | None:
+    """The reference output of the version that answered (None: a version nobody expected)."""
+    if isinstance(expected, np.ndarray):
+        return expected
+    return expected.get(version or "")
+
+
+def check(
+    case: Case,
+    status: int,
+    body: bytes,
+    expected: Expected,
+    class_names: list[str],
+    version: str | None = None,
+    atol: float = 1e-5,
+) -> str | None:
     """None when the answer is right, else what is wrong with it."""
     if status != case.status:
         return f"{case.kind}: status {status}, expected {case.status}: {body[:200]!r}"
@@ -180,13 +201,16 @@ def check(case: Case, status: int, body: bytes, expected: np.ndarray, class_name
         return None if {"code", "type", "message"} <= set(doc) else f"{case.kind}: error body {doc}"
     assert case.rows is not None, f"{case.kind}: a case that expects 200 names its reference rows"
     start, stop = case.rows
+    reference = expected_for(expected, version)
+    if reference is None:
+        return f"{case.kind}: answered by version {version!r}, expected one of {sorted(expected)}"
     if "outputs" in doc:
         out = {o["name"]: o for o in doc["outputs"]}["probabilities"]
         got = np.array(out["data"], dtype=np.float64).reshape(out["shape"])
     else:
         got = np.array([[p["probabilities"][c] for c in class_names] for p in doc["predictions"]])
-    want = expected[start:stop]
-    if got.shape != want.shape or not np.allclose(got, want, atol=1e-5):
+    want = reference[start:stop]
+    if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=atol):
         return f"{case.kind}: rows {start}:{stop} answered {got.tolist()[:2]}, expected {want.tolist()[:2]}"
     return None
 
@@ -195,7 +219,7 @@ def run(
     base_url: str,
     model_name: str,
     mix: Mix,
-    expected: np.ndarray,
+    expected: Expected,
     class_names: list[str],
     seconds: float,
     connections: int = 32,
@@ -204,6 +228,7 @@ def run(
     headers: dict[str, str] | None = None,
     stop: threading.Event | None = None,
     on_result: Callable[[Result], None] | None = None,
+    atol: float = 1e-5,
 ) -> Report:
     """``connections`` threads, each with its own keep-alive session, until ``seconds`` pass."""
     host = urlsplit(base_url).hostname
@@ -229,12 +254,16 @@ def run(
                         headers={"Content-Type": case.content_type, **(headers or {})},
                         timeout=timeout,
                     )
-                    status, body = resp.status_code, resp.content
+                    status, body, version = resp.status_code, resp.content, resp.headers.get("X-Model-Version")
                 except requests.RequestException as exc:
-                    status, body = 0, str(exc).encode()
+                    status, body, version = 0, str(exc).encode(), None
                 now = time.monotonic()
-                problem = check(case, status, body, expected, class_names) if status else f"{case.kind}: {body!r}"
-                result = Result(now - t0, case, status, now - sent, problem, body[:500] if status != 200 else b"")
+                if status:
+                    problem = check(case, status, body, expected, class_names, version, atol)
+                else:
+                    problem = f"{case.kind}: {body!r}"
+                kept = body[:500] if status != 200 else b""
+                result = Result(now - t0, case, status, now - sent, problem, kept, version)
                 with lock:
                     report.results.append(result)
                 if on_result:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m client {predict,score,explain,metadata,health}``.
+"""Command line: ``python -m client {predict,score,explain,metadata,health,versions}``.
 
     python -m client predict --csv rows.csv
     python -m client score rows.csv --out scored.csv             # a file of any size, in chunks
@@ -59,86 +59,119 @@ def rows_from_stdin(text: str) -> Any:
     return doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
 
 
-def score(args: argparse.Namespace, config: ClientConfig) -> int:
+def read_input(args: argparse.Namespace, from_csv: Any, from_rows: Any) -> Any:
+    """Call ``from_csv(path)`` for --csv, else ``from_rows(rows)`` with JSON rows from stdin;
+    an unreadable input is the user's error (exit 2), not the server's."""
+    try:
+        return from_csv(args.csv) if args.csv else from_rows(rows_from_stdin(sys.stdin.read()))
+    except (ValueError, KeyError, OSError) as exc:
+        raise InputError(f"cannot read the input: {exc}") from exc
+
+
+class InputError(Exception):
+    """The command's input could not be read (exit status 2)."""
+
+
+def print_rows(args: argparse.Namespace, rows: list[Any], as_table: str) -> int:
+    print(json.dumps([r.__dict__ for r in rows], indent=2) if args.json else as_table)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, client: Client) -> int:
+    result = read_input(args, client.predict_csv, client.predict)
+    return print_rows(args, result.rows, table(result))
+
+
+def cmd_explain(args: argparse.Namespace, client: Client) -> int:
+    explained = read_input(
+        args,
+        lambda path: client.explain_csv(path, target=args.target),
+        lambda rows: client.explain(rows, target=args.target),
+    )
+    return print_rows(args, explained.rows, explanation_table(explained, args.top))
+
+
+def cmd_score(args: argparse.Namespace, client: Client) -> int:
     from client.score import ScoreError, score_file
 
-    if not args.file or not args.out:
-        print("client: error: score needs a file and --out (python -m client score rows.csv --out scored.csv)",
-              file=sys.stderr)
-        return 2
     try:
-        report = score_file(config, Path(args.file), Path(args.out), show_progress=not args.no_progress,
+        report = score_file(client.config, Path(args.file), Path(args.out), show_progress=not args.no_progress,
                             connections=args.connections, chunk_rows=args.chunk_rows, retries=args.retries)
     except ScoreError as exc:
         print(f"client: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"client: error: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(str(exc)) from exc
     print(f"scored {report.rows:,} rows in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s, "
           f"{report.chunks} requests, {report.retries} resent) with model version {report.model_version}: {args.out}",
           file=sys.stderr)
     return 0
 
 
+def cmd_metadata(args: argparse.Namespace, client: Client) -> int:
+    print(json.dumps(client.metadata(), indent=2))
+    return 0
+
+
+def cmd_health(args: argparse.Namespace, client: Client) -> int:
+    health = client.health()
+    print(json.dumps(health, indent=2))
+    return 0 if health["ready"] else 1
+
+
+def cmd_versions(args: argparse.Namespace, client: Client) -> int:
+    print(json.dumps(client.versions(), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """One subcommand each, every one taking the connection options after its name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="inference base URL (default $MODEL_URL or http://127.0.0.1:8080)")
+    common.add_argument("--management-url", help="management base URL (default http://127.0.0.1:8081)")
+    common.add_argument("--model", help="model name (default $MODEL_NAME or tabular_classifier)")
+    common.add_argument("--version", help="pin requests to this model version (default: the server's default)")
+    common.add_argument("--token", help="inference token, when the server wants one ($MODEL_TOKEN)")
+    rows = argparse.ArgumentParser(add_help=False)
+    rows.add_argument("--csv", help="CSV file to send (one row per line, optional header); default JSON rows on stdin")
+    rows.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cli = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = cli.add_subparsers(dest="command", required=True)
+    commands.add_parser("predict", parents=[common, rows], help="labels and probabilities").set_defaults(
+        func=cmd_predict)
+    explain = commands.add_parser("explain", parents=[common, rows], help="feature attributions per row")
+    explain.add_argument("--target", help="the class to explain (name or id; default the predicted one)")
+    explain.add_argument("--top", type=int, help="show only the N features with the largest attributions")
+    explain.set_defaults(func=cmd_explain)
+    score = commands.add_parser("score", parents=[common], help="score a CSV file of any size in chunks")
+    score.add_argument("file", help="the CSV file to score (one row per line, optional header)")
+    score.add_argument("--out", required=True, help="where to write label,<class probabilities> per row, in order")
+    score.add_argument("--connections", type=int, default=4, help="requests in parallel (default 4)")
+    score.add_argument("--chunk-rows", type=int, default=5000, help="rows per request (default 5000)")
+    score.add_argument("--retries", type=int, default=5,
+                       help="resends of a chunk on a connection error, 503 or 'Worker died.' (default 5)")
+    score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    score.set_defaults(func=cmd_score)
+    for name, func, text in (("metadata", cmd_metadata, "the model card (management API)"),
+                             ("health", cmd_health, "liveness, and READY workers where the management API answers"),
+                             ("versions", cmd_versions, "the loaded versions and the default (management API)")):
+        commands.add_parser(name, parents=[common], help=text).set_defaults(func=func)
+    return cli
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["predict", "score", "explain", "metadata", "health"])
-    parser.add_argument("file", nargs="?", help="score: the CSV file to score (one row per line, optional header)")
-    parser.add_argument("--out", help="score: where to write label,<class probabilities> per row, in input order")
-    parser.add_argument("--connections", type=int, default=4, help="score: requests in parallel (default 4)")
-    parser.add_argument("--chunk-rows", type=int, default=5000, help="score: rows per request (default 5000)")
-    parser.add_argument("--retries", type=int, default=5,
-                        help="score: resends of a chunk on a connection error, 503 or 'Worker died.' (default 5)")
-    parser.add_argument("--no-progress", action="store_true", help="score: no progress bar")
-    parser.add_argument("--csv", help="CSV file to score (one row per line, optional header)")
-    parser.add_argument("--url", help="inference base URL (default $MODEL_URL or http://127.0.0.1:8080)")
-    parser.add_argument("--management-url", help="management base URL (default http://127.0.0.1:8081)")
-    parser.add_argument("--model", help="model name (default $MODEL_NAME or tabular_classifier)")
-    parser.add_argument("--token", help="inference token, when the server wants one ($MODEL_TOKEN)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--target", help="explain: the class to explain (name or id; default the predicted one)")
-    parser.add_argument("--top", type=int, help="explain: show only the N features with the largest attributions")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     client = Client(ClientConfig.from_env(inference_url=args.url, management_url=args.management_url,
-                                          model=args.model, token=args.token))
+                                          model=args.model, token=args.token, version=args.version))
     try:
-        if args.command == "metadata":
-            print(json.dumps(client.metadata(), indent=2))
-        elif args.command == "health":
-            health = client.health()
-            print(json.dumps(health, indent=2))
-            return 0 if health["ready"] else 1
-        elif args.command == "score":
-            return score(args, client.config)
-        elif args.command == "explain":
-            try:
-                if args.csv:
-                    explained = client.explain_csv(args.csv, target=args.target)
-                else:
-                    explained = client.explain(rows_from_stdin(sys.stdin.read()), target=args.target)
-            except (ValueError, KeyError, OSError) as exc:
-                print(f"client: error: cannot read the input: {exc}", file=sys.stderr)
-                return 2
-            if args.json:
-                print(json.dumps([r.__dict__ for r in explained.rows], indent=2))
-            else:
-                print(explanation_table(explained, args.top))
-        else:
-            try:
-                result = client.predict_csv(args.csv) if args.csv else client.predict(rows_from_stdin(sys.stdin.read()))
-            except (ValueError, KeyError, OSError) as exc:
-                print(f"client: error: cannot read the input: {exc}", file=sys.stderr)
-                return 2
-            if args.json:
-                print(json.dumps([r.__dict__ for r in result.rows], indent=2))
-            else:
-                print(table(result))
+        return int(args.func(args, client))
+    except InputError as exc:
+        print(f"client: error: {exc}", file=sys.stderr)
+        return 2
     except PredictionError as exc:
         print(f"client: error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -266,6 +266,20 @@ class Client:
         answer = self._management_call(url, params={"customized": "true"})
         return dict(answer[0]["customizedMetadata"])
 
+    def versions(self) -> list[dict[str, Any]]:
+        """Every loaded version of the model: version, default or not, READY workers (the
+        management API; ``make versions`` adds the versions built but not loaded)."""
+        default = self._management_call(f"{self.config.management_url}/models/{self.config.model}")[0]
+        loaded = self._management_call(f"{self.config.management_url}/models/{self.config.model}/all")
+        return [
+            {
+                "version": m.get("modelVersion"),
+                "default": m.get("modelVersion") == default.get("modelVersion"),
+                "ready_workers": sum(1 for w in m.get("workers", []) if w.get("status") == "READY"),
+            }
+            for m in loaded
+        ]
+
     def health(self) -> dict[str, Any]:
         """Liveness from /ping on the inference URL (what a proxy publishes), plus the model's
         READY workers when the management API is reachable (``ready`` is None when it is not)."""

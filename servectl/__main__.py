@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from servectl import server
+from servectl import canary, lifecycle, server, watcher
 from servectl.java import JavaError, find_java
 from servectl.options import instance, instance_options
-from servectl.settings import ServeSettings
+from servectl.settings import REPO, ServeSettings
 
 
 def banner(settings: ServeSettings, status: dict[str, Any]) -> str:
@@ -59,6 +59,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    canary.stop_proxy(instance(args))
     stopped = server.stop(instance(args), timeout=args.timeout)
     print("stopped" if stopped else "no server of this project was running")
     return 0
@@ -73,6 +74,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         proc = server.start(settings, stdout=log)
     try:
         status = server.wait_ready(settings, args.timeout, alive=running(proc))
+        lifecycle.restore(settings, args.timeout)
     except server.ServeError:
         server.stop(settings)
         raise
@@ -86,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         status = server.wait_ready(settings, args.timeout, alive=running(proc))
+        lifecycle.restore(settings, args.timeout)
         print(banner(settings, status), flush=True)
         print("Ctrl-C stops the server.", flush=True)
         proc.wait()
@@ -94,6 +97,88 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop(settings)
     return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    print(lifecycle.table(instance(args)))
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    lifecycle.rollout(instance(args), args.version, force=args.force, timeout=args.timeout)
+    spawn_watcher(instance(args))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    watcher.watch(instance(args))
+    return 0
+
+
+def spawn_watcher(settings: ServeSettings) -> None:
+    """Start ``servectl watch`` for this instance in the background (serve_config/lifecycle.yaml
+    ``watch.auto``), logging to RUN_DIR/watcher.log; it ends with its window."""
+    if not lifecycle.LifecycleConfig.load().watch_auto:
+        return
+    ports = [settings.inference.port, settings.management.port, settings.metrics.port, settings.model_metrics.port]
+    argv = [sys.executable, "-m", "servectl", "watch", "--model", settings.model_name,
+            "--run-dir", str(settings.run_dir), "--model-store", str(settings.model_store),
+            "--ports", ",".join(map(str, ports))]  # fmt: skip
+    with open(settings.run_dir / "watcher.log", "ab") as log:
+        subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    print(f"servectl: watcher started (log: {settings.run_dir / 'watcher.log'})", flush=True)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Abandon a running canary, else make the previous default the default again."""
+    settings = instance(args)
+    state = lifecycle.current_state(settings)
+    if state.canary is not None:
+        canary.abandon(settings, state)
+    else:
+        lifecycle.rollback(settings)
+    return 0
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    percent = args.percent if args.percent is not None else lifecycle.LifecycleConfig.load().canary_percent
+    canary.start_canary(instance(args), args.version, percent, port=args.proxy_port, force=args.force)
+    spawn_watcher(instance(args))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    canary.promote(instance(args))
+    spawn_watcher(instance(args))
+    return 0
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    lifecycle.retire(instance(args), args.version)
+    return 0
+
+
+def lifecycle_commands(commands: Any, shared: list[argparse.ArgumentParser]) -> None:
+    """versions, rollout, rollback, retire: servectl.lifecycle against a running instance."""
+    commands.add_parser("versions", parents=shared, help="versions built and loaded").set_defaults(func=cmd_versions)
+    rollout = commands.add_parser("rollout", parents=shared, help="load a version, check it, make it the default")
+    rollout.add_argument("version")
+    rollout.add_argument("--force", action="store_true", help="roll out despite a failed pre-flight check")
+    rollout.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for its workers")
+    rollout.set_defaults(func=cmd_rollout)
+    commands.add_parser("rollback", parents=shared, help="the previous default again").set_defaults(func=cmd_rollback)
+    cany = commands.add_parser("canary", parents=shared, help="send a share of the default path to a version")
+    cany.add_argument("version")
+    cany.add_argument("--percent", type=float, help="share of the default path (default: serve_config/lifecycle.yaml)")
+    cany.add_argument("--proxy-port", type=int, help="the canary proxy's loopback port (default canary_proxy_address)")
+    cany.add_argument("--force", action="store_true", help="despite a failed pre-flight check")
+    cany.set_defaults(func=cmd_canary)
+    commands.add_parser("promote", parents=shared, help="the canary becomes the default").set_defaults(func=cmd_promote)
+    watch_help = "roll back automatically on a breach (serve_config/lifecycle.yaml)"
+    commands.add_parser("watch", parents=shared, help=watch_help).set_defaults(func=cmd_watch)
+    retire = commands.add_parser("retire", parents=shared, help="unload a non-default version once drained")
+    retire.add_argument("version")
+    retire.set_defaults(func=cmd_retire)
 
 
 def running(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
@@ -120,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     commands.add_parser("token", parents=shared, help="print the inference key").set_defaults(func=cmd_token)
     commands.add_parser("java", help="find or install Java 11+").set_defaults(func=cmd_java)
+    lifecycle_commands(commands, shared)
     return cli
 
 

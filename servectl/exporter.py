@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--management", help="management API URL, for worker status, CPU and memory")
     parser.add_argument("--model", help="model name (with --management)")
     parser.add_argument("--key-file", type=Path, help="TorchServe's key_file.json when token auth is on")
+    parser.add_argument("--events-file", type=Path, help="servectl.watcher's auto-rollback events (JSON lines)")
     parser.add_argument("command", nargs="*", help="after --: TorchServe's command line, to exec (launcher mode)")
     return parser
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             os.execv(args.command[0], args.command)
     collector = WorkerCollector(args.management, args.model, args.key_file) if args.management and args.model else None
     try:
-        serve(host, port, registry(args.multiproc_dir, collector), parent)
+        serve(host, port, registry(args.multiproc_dir, collector, args.events_file), parent)
     except OSError as exc:
         print(f"exporter: cannot serve on {host}:{port}: {exc}", file=sys.stderr, flush=True)
         return 1

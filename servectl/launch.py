@@ -16,6 +16,9 @@ from handlers.load_status import ENV as LOAD_STATUS_ENV
 from servectl.errors import ServeError
 from servectl.java import Java, find_java, install_allowed
 from servectl.settings import ServeSettings
+from servectl.versions import startup_archive
+
+EVENTS_FILE = "auto_rollbacks.jsonl"  # servectl.watcher writes it, the exporter counts it
 
 EXPORTER = Path(__file__).resolve().with_name("exporter.py")
 
@@ -42,11 +45,12 @@ def is_model_archive(path: Path) -> bool:
 
 def preflight(settings: ServeSettings) -> None:
     """Fail before starting Java, with a message a person can act on."""
-    if not settings.mar.is_file():
-        raise ServeError(f"{settings.mar} does not exist: run 'make archive' first")
-    if not is_model_archive(settings.mar):
+    mar = startup_archive(settings)
+    if not mar.is_file():
+        raise ServeError(f"{mar} does not exist: run 'make archive' first")
+    if not is_model_archive(mar):
         raise ServeError(
-            f"{settings.mar} is not a model archive (not a zip with MAR-INF/MANIFEST.json): "
+            f"{mar} is not a model archive (not a zip with MAR-INF/MANIFEST.json): "
             "rebuild it with 'make archive'"
         )
     for name in ("inference", "management", "metrics", "model_metrics"):
@@ -95,7 +99,7 @@ def torchserve_command(settings: ServeSettings) -> list[str]:
         "--model-store",
         str(settings.model_store),
         "--models",
-        f"{settings.model_name}={settings.mar.name}",
+        f"{settings.model_name}={startup_archive(settings).name}",
         "--log-config",
         str(settings.log_config),
     ]
@@ -117,6 +121,8 @@ def exporter_launcher(settings: ServeSettings) -> list[str]:
         settings.model_name,
         "--key-file",
         str(settings.key_file),
+        "--events-file",
+        str(settings.run_dir.resolve() / EVENTS_FILE),
     ]
 
 
@@ -126,6 +132,7 @@ def prepare_run_dir(settings: ServeSettings) -> None:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     settings.key_file.unlink(missing_ok=True)
     settings.load_status_file.unlink(missing_ok=True)
+    (settings.run_dir / EVENTS_FILE).unlink(missing_ok=True)  # the counter starts at zero
     shutil.rmtree(settings.multiproc_dir, ignore_errors=True)
     settings.multiproc_dir.mkdir(parents=True)
     settings.render()

@@ -6,6 +6,7 @@ Reading has no side effects; rendering writes the effective config of one instan
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -165,7 +166,11 @@ class ServeSettings:
         props = dict(self.properties)
         props.pop("load_models", None)  # servectl names the model on the command line
         props.pop(MODEL_METRICS_KEY, None)  # servectl's, served by servectl.exporter
+        props.pop("canary_proxy_address", None)  # servectl's, the canary proxy (servectl.canary)
         props["model_store"] = str(self.model_store)
+        # registration (servectl.lifecycle) names a bare file of the store; a file:// URL may
+        # name only a .mar directly in THIS instance's store, never another "model_store/"
+        props["allowed_urls"] = f"file://{re.escape(str(self.model_store))}/[^/]+\\.mar"
         # TorchServe has no switch for workflows and loads any .war in their store (by default
         # the model store): give it an empty folder of this instance instead.
         workflow_store = self.run_dir / "no-workflows"

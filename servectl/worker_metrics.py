@@ -6,6 +6,7 @@ and memory, read through the management API and psutil on each scrape.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,10 +96,46 @@ def process_usage(pid: Any) -> tuple[float, float] | None:
         return None
 
 
-def registry(multiproc_dir: Path, collector: WorkerCollector | None) -> CollectorRegistry:
-    """The workers' multiprocess metrics, merged, plus ``collector``'s on each scrape."""
+class AutoRollbackCollector:
+    """``PREFIX_auto_rollbacks_total``: servectl.watcher's rollbacks since this start, by the
+    version rolled back and the kind of breach, read from its events file on each scrape."""
+
+    def __init__(self, events_file: Path) -> None:
+        self.events_file = events_file
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily(
+            f"{PREFIX}_auto_rollbacks", "Automatic rollbacks by servectl's watcher, by version and breach",
+            labels=["model_name", "model_version", "kind"],
+        )  # fmt: skip
+        tally: Counter[tuple[str, str, str]] = Counter()
+        try:
+            lines = self.events_file.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+                tally[(str(event["model"]), str(event["version"]), str(event["kind"]))] += 1
+            except (ValueError, KeyError, TypeError):
+                continue  # a line being written
+        for labels, count in sorted(tally.items()):
+            family.add_metric(list(labels), count)
+        yield family
+
+
+def registry(
+    multiproc_dir: Path, collector: WorkerCollector | None, events_file: Path | None = None
+) -> CollectorRegistry:
+    """The workers' multiprocess metrics, merged, plus ``collector``'s and the watcher's
+    rollbacks on each scrape."""
     reg = CollectorRegistry()
     MultiProcessCollector(reg, path=str(multiproc_dir))
     if collector is not None:
         reg.register(collector)
+    if events_file is not None:
+        reg.register(AutoRollbackCollector(events_file))
     return reg

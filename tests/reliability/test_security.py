@@ -1,9 +1,10 @@
-"""The hardened configuration, proven on real instances: loopback-only sockets, no model or
-workflow registration, token auth when it is turned on, and a tampered model refused."""
+"""The hardened configuration, proven on real instances: loopback-only sockets, model
+registration from the instance's own store only, no workflow registration, token auth when it is turned on, and a tampered model refused."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -54,22 +55,33 @@ def test_every_listening_socket_is_bound_to_loopback(steady):
     assert all(ip in LOOPBACK for ip, _, _ in sockets), sockets
 
 
-def test_model_registration_and_removal_are_refused(steady):
+def test_registration_is_refused_for_urls_and_paths_outside_the_instances_store(steady, tmp_path):
+    """The management API registers versions (servectl.lifecycle), but only archives of this
+    instance's model store: never a URL, a path elsewhere (even another folder named
+    model_store), or a relative path that climbs out."""
     manage = steady.management.url
     before = requests.get(f"{manage}/models", timeout=5).json()
-    outside = Path(os.environ.get("TMPDIR", "/tmp")) / "outside.mar"
+    elsewhere = tmp_path / "model_store" / "x.mar"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(steady.mar.read_bytes())
     for url in (
         "http://127.0.0.1:1/x.mar",
-        f"file://{outside}",
+        "https://127.0.0.1:1/x.mar",
+        f"file://{elsewhere}",
+        str(elsewhere),
         "file:///etc/passwd",
-        f"file://{REPO}/model_store/{steady.model_name}.mar",
-        f"{steady.model_name}.mar",
+        f"../{steady.model_store.name}/{steady.model_name}.mar",
     ):
         resp = requests.post(f"{manage}/models", params={"url": url, "model_name": "intruder"}, timeout=5)
-        assert resp.status_code == 405 and resp.json()["type"] == "MethodNotAllowedException", (url, resp.text)
-    resp = requests.delete(f"{manage}/models/{steady.model_name}", timeout=5)
-    assert resp.status_code == 405
+        assert resp.status_code == 404 and resp.json()["type"] == "ModelNotFoundException", (url, resp.text)
     assert requests.get(f"{manage}/models", timeout=5).json() == before
+
+
+def test_the_rendered_allowed_urls_names_only_the_instances_own_store(steady):
+    allowed = read_properties(steady.run_dir / "config.properties")["allowed_urls"]
+    assert re.fullmatch(allowed, f"file://{steady.model_store}/m.mar")
+    for url in (f"file://{steady.model_store}/sub/m.mar", "file:///x/model_store/m.mar", f"file://{steady.model_store}/m_mar"):
+        assert not re.fullmatch(allowed, url), url
 
 
 def test_workflow_registration_is_refused(steady):
@@ -115,9 +127,10 @@ def test_with_token_auth_each_api_needs_its_own_key(guarded, reference):
         assert rejected(requests.get(models, headers=headers, timeout=10)), headers
     assert requests.post(predict, json=body, headers=bearer(keys["inference"]), timeout=10).status_code == 200
     assert requests.get(models, headers=bearer(keys["management"]), timeout=10).status_code == 200
-    # registration stays off even with the right key
+    # registration needs the management key, and a URL stays refused even with it
+    assert rejected(requests.post(models, params={"url": f"{guarded.model_name}.mar"}, headers=bearer(keys["inference"]), timeout=10))
     resp = requests.post(models, params={"url": "http://127.0.0.1:1/x.mar"}, headers=bearer(keys["management"]), timeout=10)
-    assert resp.status_code == 405
+    assert resp.status_code == 404
 
 
 def test_with_token_auth_ping_needs_the_inference_key_and_metrics_need_none(guarded):

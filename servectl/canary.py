@@ -1,0 +1,182 @@
+"""The canary of ``make canary``: a real nginx on a loopback port of its own, configured from
+the stack's proxy template (docker/nginx), in front of this instance's inference API. Its
+``split_clients`` sends PERCENT of the requests on the default path
+(``/predictions/NAME``) to the candidate (``/predictions/NAME/VERSION``) and the rest to the
+default; every other path passes through as the template says. ``promote`` makes the
+candidate the default and the split 0; ``rollback`` sets the split to 0 and keeps the default.
+Changes reach nginx by ``nginx -s reload``: old workers finish their requests, none fails.
+
+Clients that want the split send to the proxy's port (``canary_proxy_address`` in
+serve_config/config.properties); the inference port itself always answers with the default.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import string
+import subprocess
+from contextlib import suppress
+from pathlib import Path
+
+import psutil
+import requests
+
+from servectl import lifecycle, versions
+from servectl.errors import ServeError
+from servectl.management import Management
+from servectl.settings import REPO, Endpoint, ServeSettings
+from servectl.versions import State
+from servectl.waiting import WaitTimeout, wait_for
+
+TEMPLATE = REPO / "docker" / "nginx" / "templates" / "default.conf.template"
+PROXY_KEY = "canary_proxy_address"  # servectl's key: where the canary proxy listens
+
+
+def proxy_dir(settings: ServeSettings) -> Path:
+    return (settings.run_dir / "canary-proxy").resolve()
+
+
+def proxy_endpoint(settings: ServeSettings, port: int | None = None) -> Endpoint:
+    endpoint = Endpoint.parse(settings.properties.get(PROXY_KEY, "http://127.0.0.1:8084"))
+    return Endpoint(endpoint.host, port) if port else endpoint
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
+    if not found:
+        raise ServeError("the canary needs nginx: 'make deploy-tools' installs it (apt-get install -y nginx)")
+    return found
+
+
+def split_config(settings: ServeSettings, version: str | None, percent: float) -> str:
+    """The location-level snippet: PERCENT of the default path to ``version`` (none: no split)."""
+    if version is None or percent <= 0:
+        return "# no canary\n"
+    path = f"/predictions/{settings.model_name}"
+    return f"if ($canary_share) {{\n    rewrite ^{path}$ {path}/{versions.check_version(version)} break;\n}}\n"
+
+
+def write_config(settings: ServeSettings, endpoint: Endpoint, version: str | None, percent: float) -> Path:
+    """The proxy's main config (every path in its folder), the stack's server block, the split."""
+    prefix = proxy_dir(settings)
+    prefix.mkdir(parents=True, exist_ok=True)
+    upstream = f"{settings.inference.host}:{settings.inference.port}"
+    listen = f"{endpoint.host}:{endpoint.port}"
+    server = string.Template(TEMPLATE.read_text()).safe_substitute(TS_UPSTREAM=upstream, NGINX_PORT=listen)
+    (prefix / "default.conf").write_text(server)
+    (prefix / "canary.conf").write_text(split_config(settings, version, percent))
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = "\n".join(f"    {kind}_temp_path {prefix}/{kind};" for kind in kinds)
+    share_line = f"{percent:g}% 1;\n        " if version is not None and percent > 0 else ""  # nginx refuses 0%
+    share = f'split_clients "$request_id" $canary_share {{\n        {share_line}* "";\n    }}'
+    main = prefix / "nginx.conf"
+    main.write_text(
+        f"worker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
+        "events { worker_connections 512; }\n"
+        f"http {{\n    access_log off;\n{temp}\n    {share}\n    include {prefix}/default.conf;\n}}\n"
+    )
+    return main
+
+
+def nginx(conf: Path, *extra: str) -> None:
+    result = subprocess.run(
+        [nginx_binary(), "-p", str(conf.parent), "-e", str(conf.parent / "error.log"), "-c", str(conf), *extra],
+        capture_output=True, text=True, timeout=30,
+    )
+    if result.returncode != 0:
+        raise ServeError(f"nginx {' '.join(extra) or 'start'} failed: {result.stderr.strip()}")
+
+
+def proxy_pid(settings: ServeSettings) -> int | None:
+    """The canary proxy's nginx master, if it runs (its pid file, checked against the process)."""
+    try:
+        pid = int((proxy_dir(settings) / "nginx.pid").read_text().strip())
+        proc = psutil.Process(pid)
+        return pid if "nginx" in proc.name() and proc.status() != psutil.STATUS_ZOMBIE else None
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def proxy_running(settings: ServeSettings) -> bool:
+    return proxy_pid(settings) is not None
+
+
+def apply(settings: ServeSettings, version: str | None, percent: float, port: int | None = None) -> Endpoint:
+    """Write the split and start the proxy, or reload it (gracefully) when it runs."""
+    endpoint = proxy_endpoint(settings, port or recorded_port(settings))
+    conf = write_config(settings, endpoint, version, percent)
+    nginx(conf, "-t", "-q")
+    if proxy_running(settings):
+        nginx(conf, "-s", "reload")
+    else:
+        nginx(conf)
+    (proxy_dir(settings) / "port").write_text(str(endpoint.port))
+    try:
+        wait_for(lambda: requests.get(f"{endpoint.url}/healthz", timeout=2).ok, 20, "the canary proxy /healthz",
+                 retry_on=(requests.ConnectionError,))
+    except WaitTimeout as exc:
+        raise ServeError(str(exc)) from None
+    return endpoint
+
+
+def recorded_port(settings: ServeSettings) -> int | None:
+    try:
+        return int((proxy_dir(settings) / "port").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_proxy(settings: ServeSettings) -> bool:
+    """Stop the canary proxy gracefully (SIGQUIT: finish the requests in flight) if it runs."""
+    pid = proxy_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGQUIT)
+    with suppress(WaitTimeout):
+        wait_for(lambda: proxy_pid(settings) is None, 30, "the canary proxy to exit", interval=0.1)
+    return True
+
+
+def start_canary(
+    settings: ServeSettings, version: str, percent: float, port: int | None = None, force: bool = False
+) -> State:
+    """Load ``version`` beside the default, pre-flight it, send ``percent`` of the default path to it."""
+    if not 0 < percent < 100:
+        raise ServeError(f"PERCENT={percent:g}: a canary takes more than 0 and less than 100 percent")
+    state = lifecycle.current_state(settings)
+    if version == state.default:
+        raise ServeError(f"{version} is already the default")
+    lifecycle.prepare_candidate(settings, state, version, force)
+    endpoint = apply(settings, version, percent, port)
+    state.canary, state.canary_percent = version, percent
+    state.loaded = sorted(set(state.loaded) | {version})
+    state.save(settings)
+    lifecycle.say(f"canary: {percent:g}% of {endpoint.url}/predictions/{settings.model_name} go to {version}, "
+                  f"the rest to {state.default} ('make promote' finishes, 'make rollback' abandons)")
+    return state
+
+
+def promote(settings: ServeSettings) -> State:
+    """The canary becomes the default; the split ends (all of the default path to it)."""
+    state = lifecycle.current_state(settings)
+    if state.canary is None:
+        raise ServeError("no canary is running ('make canary VERSION=x PERCENT=p' starts one)")
+    Management(settings).set_default(state.canary)
+    state.previous, state.default = state.default, state.canary
+    state.canary, state.canary_percent = None, 0.0
+    state.save(settings)
+    apply(settings, None, 0)
+    lifecycle.say(f"promoted: {state.default} is the default ({state.previous} stays loaded for 'make rollback')")
+    return state
+
+
+def abandon(settings: ServeSettings, state: State) -> State:
+    """End the split: the whole default path to the default again; the candidate stays loaded."""
+    candidate = state.canary
+    apply(settings, None, 0)
+    state.canary, state.canary_percent = None, 0.0
+    state.save(settings)
+    lifecycle.say(f"canary of {candidate} abandoned: all of the default path to {state.default} again")
+    return state
