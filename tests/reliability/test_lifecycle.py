@@ -23,6 +23,7 @@ from benchmarks.lifecycle import StepReport, lifecycle_server, probabilities, un
 from benchmarks.loadmix import Mix
 from client.api import Client, ClientConfig
 from handlers.metric_names import PREFIX
+from handlers.model_card import METADATA_FILE, ModelCard
 from model import archive, export
 from servectl import canary, lifecycle, server, versions
 from servectl.errors import ServeError
@@ -172,7 +173,12 @@ def bad_candidate(settings: ServeSettings, work: Path, good: Path, version: str)
     for key in ("out.weight", "out.bias"):
         checkpoint["state_dict"][key] = checkpoint["state_dict"][key].roll(1, dims=0)
     torch.save(checkpoint, work / "checkpoint.pt")
-    export.export(settings.model_name, version, work)
+    report = json.loads((work / "report.json").read_text())
+    report["config"]["min_accuracy"] = 0.0  # export's accuracy gate would stop this deliberate mistake
+    (work / "report.json").write_text(json.dumps(report))
+    card = export.export(settings.model_name, version, work)
+    good_metrics = ModelCard.load(good / METADATA_FILE).metrics  # the accuracy it claims, and misses
+    ModelCard.from_dict({**card.to_dict(), "metrics": good_metrics}).save(work / METADATA_FILE)
     latest = settings.model_store / f"{settings.model_name}.mar"
     kept = latest.read_bytes()
     archive.archive(work, settings.model_store, build=work / "build")
@@ -201,17 +207,21 @@ def test_the_watcher_rolls_a_bad_canary_back_under_load_and_says_why(life, mix, 
     lifecycle.retire(settings, bad)
 
 
+def store_variant(settings, source_version: str, new_version: str, **card_changes) -> None:
+    """A copy of ``source_version``'s archive in the store as ``new_version``, its card changed."""
+    src = versions.archive_of(settings, source_version)
+    card = {**json.loads(zipfile.ZipFile(src).read("metadata.json")), "version": new_version, **card_changes}
+    manifest = json.loads(zipfile.ZipFile(src).read("MAR-INF/MANIFEST.json"))
+    manifest["model"]["modelVersion"] = new_version
+    tmp = repacked_mar(src, settings.run_dir / f"repack-{new_version}", {
+        "metadata.json": json.dumps(card).encode(), "MAR-INF/MANIFEST.json": json.dumps(manifest).encode()})
+    tmp.rename(settings.model_store / versions.archive_name(settings.model_name, new_version))
+
+
 def test_a_tampered_archive_is_refused_and_unloaded_again(life):
     settings, _, old, new = life
-    src = versions.archive_of(settings, new)
-    card = json.loads(zipfile.ZipFile(src).read("metadata.json"))
     tampered_version = f"{new}t"
-    card["version"], card["sha256"] = tampered_version, "0" * 64
-    manifest = json.loads(zipfile.ZipFile(src).read("MAR-INF/MANIFEST.json"))
-    manifest["model"]["modelVersion"] = tampered_version
-    tmp = repacked_mar(src, settings.run_dir / "repack", {
-        "metadata.json": json.dumps(card).encode(), "MAR-INF/MANIFEST.json": json.dumps(manifest).encode()})
-    tmp.rename(settings.model_store / versions.archive_name(settings.model_name, tampered_version))
+    store_variant(settings, new, tampered_version, sha256="0" * 64)
     with pytest.raises(ServeError, match="refused to load.*sha256"):
         lifecycle.rollout(settings, tampered_version, timeout=120)
     assert set(Management(settings).versions()) == {old}
@@ -220,15 +230,9 @@ def test_a_tampered_archive_is_refused_and_unloaded_again(life):
 
 def test_other_class_names_refuse_the_rollout_unless_forced(life):
     settings, _, old, new = life
-    src = versions.archive_of(settings, new)
     renamed = f"{new}r"
-    card = json.loads(zipfile.ZipFile(src).read("metadata.json"))
-    card["version"], card["class_names"] = renamed, [c.upper() for c in card["class_names"]]
-    manifest = json.loads(zipfile.ZipFile(src).read("MAR-INF/MANIFEST.json"))
-    manifest["model"]["modelVersion"] = renamed
-    tmp = repacked_mar(src, settings.run_dir / "repack2", {
-        "metadata.json": json.dumps(card).encode(), "MAR-INF/MANIFEST.json": json.dumps(manifest).encode()})
-    tmp.rename(settings.model_store / versions.archive_name(settings.model_name, renamed))
+    class_names = [c.upper() for c in json.loads(zipfile.ZipFile(versions.archive_of(settings, new)).read("metadata.json"))["class_names"]]
+    store_variant(settings, new, renamed, class_names=class_names)
     with pytest.raises(ServeError, match="class names differ"):
         lifecycle.rollout(settings, renamed)
     assert set(Management(settings).versions()) == {old}  # the refused candidate was unloaded
