@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 
 import psutil
 import pytest
@@ -112,6 +113,9 @@ def test_make_serve_in_the_foreground_stops_cleanly_on_ctrl_c(tmp_path):
             if "Ctrl-C stops the server" in line:
                 break
         assert any("is READY" in line for line in lines), "".join(lines)
+        # keep reading, as a terminal does: TorchServe logs to this pipe too, and a full pipe
+        # would block its shutdown and servectl's exit (seen once in a fresh-clone run)
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         ts_pid = torchserve_pid(tmp_path)
         group = [p for p in psutil.process_iter() if _pgid(p.pid) == ts_pid]
         os.killpg(proc.pid, signal.SIGINT)
