@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Literal, overload
 import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 from urllib3.util.retry import Retry
 
 JSON = "application/json"
@@ -200,15 +200,14 @@ class Client:
         errors are also resent by the session's adapter, before this sees them."""
         headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
         budget = self.config.retries if retries is None else retries
-        attempt = 0
-        while True:
-            try:
-                return self._request("POST", self.predict_url, data=body, headers=headers)
-            except PredictionError as exc:
-                if attempt >= budget or not retry_if(exc):
-                    raise
-            time.sleep(min(self.config.backoff * 2**attempt, 5.0))
-            attempt += 1
+        resend = Retrying(
+            stop=stop_after_attempt(budget + 1),
+            wait=wait_exponential(multiplier=self.config.backoff, max=5.0),
+            retry=retry_if_exception(lambda exc: isinstance(exc, PredictionError) and retry_if(exc)),
+            reraise=True,
+        )
+        response: requests.Response = resend(self._request, "POST", self.predict_url, data=body, headers=headers)
+        return response
 
     @staticmethod
     def scores(resp: requests.Response) -> Scores:
