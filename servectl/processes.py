@@ -84,11 +84,12 @@ def stop_group(pgid: int, timeout: float = 30.0) -> None:
             wait_for(lambda: exited(leader), timeout, f"TorchServe (pid {pgid}) to exit", interval=0.05)
     if not _signal_group(pgid, signal.SIGKILL):
         return
-    try:  # until the group is gone, zombies included: then no pid of it is left to find
-        wait_for(lambda: not _signal_group(pgid, 0), 5.0, f"process group {pgid} to end after SIGKILL", interval=0.05)
+    # until no live member is left; zombies are not waited for (their parent, or init, reaps
+    # them whenever it does, and they hold nothing but a pid)
+    try:
+        wait_for(lambda: not group_members(pgid), 5.0, f"process group {pgid} to end after SIGKILL", interval=0.05)
     except WaitTimeout as exc:
-        if group_members(pgid):  # only zombies left is fine: their parent reaps them
-            raise ServeError(str(exc)) from None
+        raise ServeError(str(exc)) from None
 
 
 def exited(proc: psutil.Process) -> bool:

@@ -105,6 +105,9 @@ def test_make_serve_in_the_foreground_stops_cleanly_on_ctrl_c(tmp_path):
     proc = subprocess.Popen(
         ["make", "-s", "serve", f"SERVE_ARGS=--run-dir {tmp_path} --ports {','.join(map(str, ports))}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        # as in a terminal: a shell that started the suite in the background (`bash .ci/run &`)
+        # leaves SIGINT ignored, which make and servectl would inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         lines = []
