@@ -90,13 +90,14 @@ def test_completeness_on_every_test_row_through_the_server(explain_url, built_ca
 def test_every_format_gives_the_same_explanations(live, explain_url, built_card, test_split, reference):
     x = test_split["x"][:5]
     names = built_card.feature_names
+    first = built_card.class_names[0]  # explained by name, by id 0 and by the header alike
     csv = (",".join(names) + "\n" + "\n".join(",".join(repr(v) for v in r) for r in x.tolist())).encode()
-    v2 = {"inputs": [{"name": "x", "shape": [5, 10], "datatype": "FP32", "data": x.flatten().tolist()}]}
+    v2 = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.flatten().tolist()}]}
     answers = [
-        post(explain_url, {"instances": x.tolist(), "target": "alpha"}),
-        post(explain_url, {"instances": [dict(zip(names, r)) for r in x.tolist()]}, **{"X-Explain-Target": "alpha"}),
-        post(explain_url, {**v2, "parameters": {"target": "alpha"}}),
-        post(explain_url, csv, "text/csv", **{"X-Explain-Target": "alpha"}),
+        post(explain_url, {"instances": x.tolist(), "target": first}),
+        post(explain_url, {"instances": [dict(zip(names, r)) for r in x.tolist()]}, **{"X-Explain-Target": first}),
+        post(explain_url, {**v2, "parameters": {"target": first}}),
+        post(explain_url, csv, "text/csv", **{"X-Explain-Target": first}),
         post(explain_url, npy(x), "application/x-npy", **{"X-Explain-Target": "0"}),
         post(f"{explain_url}/{built_card.version}", {"instances": x.tolist(), "target": 0}),
     ]
@@ -104,7 +105,7 @@ def test_every_format_gives_the_same_explanations(live, explain_url, built_card,
     expected = reference(x, target=0).attributions
     for a in answers:
         assert a.headers["Content-Type"].startswith("application/json")
-        assert [e["target"] for e in a.json()["explanations"]] == ["alpha"] * 5
+        assert [e["target"] for e in a.json()["explanations"]] == [first] * 5
         assert torch.allclose(attributions(a.json()), expected, atol=BATCH_ATOL)
 
 
@@ -186,13 +187,14 @@ def test_explanations_are_counted_apart_from_predictions(live, explain_url, test
 def test_the_client_explains_and_prints_a_ranked_table(live, built_card, test_split, tmp_path):
     client = Client(ClientConfig(inference_url=live.inference.url, management_url=live.management.url))
     rows = test_split["x"][:2].tolist()
-    result = client.explain(rows, target="beta")
-    assert [r.target for r in result.rows] == ["beta", "beta"] and result.method == "integrated_gradients"
+    target = built_card.class_names[1]
+    result = client.explain(rows, target=target)
+    assert [r.target for r in result.rows] == [target, target] and result.method == "integrated_gradients"
     ranked = result.rows[0].ranked()
     assert [abs(v) for _, v in ranked] == sorted((abs(v) for v in result.rows[0].attributions.values()), reverse=True)
     csv = tmp_path / "rows.csv"
     csv.write_text("\n".join(",".join(map(repr, r)) for r in rows))
-    for from_csv, from_json in zip(client.explain_csv(csv, target="beta").rows, result.rows):
+    for from_csv, from_json in zip(client.explain_csv(csv, target=target).rows, result.rows):
         assert from_csv.attributions == pytest.approx(from_json.attributions, abs=BATCH_ATOL)
     out = subprocess.run(
         [sys.executable, "-m", "client", "explain", "--url", live.inference.url, "--top", "3"],

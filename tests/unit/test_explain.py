@@ -166,12 +166,13 @@ def options(explainer: Explainer, doc: dict, headers: dict | None = None, n: int
     return explainer.request(parsed, headers or {}, json.dumps(doc).encode(), "application/json")
 
 
-def test_targets_by_name_id_list_or_header(explainer):
+def test_targets_by_name_id_list_or_header(explainer, built_card):
+    names = built_card.class_names
     assert options(explainer, {}).targets.tolist() == [-1, -1]
-    assert options(explainer, {"target": "beta"}).targets.tolist() == [1, 1]
+    assert options(explainer, {"target": names[1]}).targets.tolist() == [1, 1]
     assert options(explainer, {"target": 2}).targets.tolist() == [2, 2]
-    assert options(explainer, {"target": ["alpha", 2]}).targets.tolist() == [0, 2]
-    assert options(explainer, {}, {"X-Explain-Target": "gamma"}).targets.tolist() == [2, 2]
+    assert options(explainer, {"target": [names[0], 2]}).targets.tolist() == [0, 2]
+    assert options(explainer, {}, {"X-Explain-Target": names[2]}).targets.tolist() == [2, 2]
     assert options(explainer, {}, {"x-explain-target": "1"}).targets.tolist() == [1, 1]
     v2 = {"inputs": [], "parameters": {"target": "beta"}}
     assert options(explainer, v2).targets.tolist() == [1, 1]
