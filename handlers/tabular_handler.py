@@ -113,8 +113,10 @@ class TabularHandler(BaseHandler):
             try:
                 body, content_type = request_body(request, context, idx)
                 p = parse_request(body, content_type, self.schema)
-                headers = context.get_all_request_header(idx)
-                parsed.append(self.explanation_request(p, headers, body, content_type) if idx in explaining else p)
+                if idx in explaining:  # only an explanation reads the request's headers (its options)
+                    parsed.append(self.explanation_request(p, context.get_all_request_header(idx), body, content_type))
+                else:
+                    parsed.append(p)
             except RequestError as exc:
                 parsed.append(exc)
             except Exception:  # a bug, not the client's fault: this request alone fails
