@@ -420,9 +420,10 @@ def test_the_fast_csv_path_answers_exactly_as_the_csv_module_path(text):
 
 
 @pytest.mark.parametrize("names", [SYNTHETIC_CLASSES, ("only",), ('q"uote\\d', "ünï", "tab\there")])
-@pytest.mark.parametrize("n_rows", [1, 2, 1000])
+@pytest.mark.parametrize("n_rows", [1, 2, 15, 16, 17, 1000])
 def test_the_row_answer_is_byte_for_byte_the_encoded_body(names, n_rows):
-    """The fast row answer (fragments joined around orjson's array text) against the dicts it replaces."""
+    """The fast row answer (fragments joined around orjson's array text, per row below 16 rows and
+    in an object array from 16) against the dicts it replaces."""
     responder = Responder('model "m"', "2.0", names)
     probabilities = torch.softmax(torch.randn(n_rows, len(names), generator=torch.Generator().manual_seed(n_rows)) * 5, 1)
     parsed = Parsed(torch.zeros(n_rows, 10))
