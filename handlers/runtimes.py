@@ -13,8 +13,13 @@ other), so a .mar serves the variant it was built with and a wrong file fails lo
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -52,6 +57,28 @@ def load_torchscript(path: str, threads: int) -> Forward:
 def load_exported(path: str, threads: int) -> Forward:
     module: torch.nn.Module = torch.export.load(path).module()
     return module
+
+
+class _Deferred(types.ModuleType):
+    """A stand-in for a module not imported yet: the first attribute asked of it imports the
+    real module (once) and answers from it. Hand-written because the stdlib's LazyLoader
+    imports at the next ``import`` statement already (Python 3.11 reads the module's
+    ``__spec__`` there, measured), which is exactly the statement to defer."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, attr)
+
+
+def defer_onnxruntime() -> None:
+    """Defer ``import onnxruntime`` in this process until the module is used: TorchServe's
+    BaseHandler imports it at module load whether or not the model needs it, which costs every
+    worker 18 MiB resident (measured); only ``load_onnx`` (the onnx variant) uses it."""
+    if "onnxruntime" not in sys.modules and importlib.util.find_spec("onnxruntime") is not None:
+        sys.modules["onnxruntime"] = _Deferred("onnxruntime")
 
 
 def load_onnx(path: str, threads: int) -> Forward:

@@ -20,8 +20,6 @@ import time
 from typing import Any
 
 import torch
-from ts.torch_handler.base_handler import BaseHandler
-from ts.utils.util import PredictionException
 
 from handlers import runtimes, worker_protocol
 from handlers.contract import (
@@ -48,6 +46,11 @@ from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_
 from handlers.load_status import write_refusal
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers.telemetry import Telemetry
+
+runtimes.defer_onnxruntime()  # before BaseHandler's module imports onnxruntime at its load
+
+from ts.torch_handler.base_handler import BaseHandler  # noqa: E402
+from ts.utils.util import PredictionException  # noqa: E402
 
 logger = logging.getLogger(__name__)
 INTERNAL_ERROR = RequestError(500, "internal_error", "the server failed to read this request; see its model log")

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,8 @@ import torch
 from handlers import runtimes
 from handlers.model_card import METADATA_FILE, VARIANTS, ModelCard, ModelCardError, sha256_of
 from model import export, variants
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +117,26 @@ def test_onnx_runs_with_the_configured_threads(variant_artifacts):
     assert options.intra_op_num_threads == 0  # 0 = ORT's default, all cores: what runtimes overrides
     runtime = runtimes.load("onnxruntime", str(out / card.model_file), 1, autograd=False)
     assert runtime.name == "onnxruntime"
+
+
+def test_a_worker_imports_onnxruntime_only_when_its_variant_uses_it(variant_artifacts):
+    """TorchServe's BaseHandler imports onnxruntime at module load (18 MiB per worker); the
+    handler defers it, and the onnx variant still loads through the deferred module. A fresh
+    interpreter, because this test process may have imported onnxruntime already."""
+    out, card = variant_artifacts["onnx"]
+    script = f"""
+import sys
+import handlers.tabular_handler
+import ts.torch_handler.base_handler as base
+assert base.ONNX_AVAILABLE, "BaseHandler must still see onnxruntime as installed"
+assert "onnxruntime.capi" not in sys.modules, "onnxruntime was imported at handler load"
+from handlers import runtimes
+import torch
+runtime = runtimes.load("onnxruntime", {str(out / card.model_file)!r}, 1, autograd=False)
+assert runtime(torch.zeros(2, {card.n_features})).shape == (2, {len(card.class_names)})
+assert "onnxruntime.capi" in sys.modules
+print(type(base.ort.SessionOptions()).__name__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "SessionOptions"
