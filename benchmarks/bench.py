@@ -404,6 +404,9 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         mem = memory(run.proc)
         cold, ready = run.cold_start_s, run.ready_s
         scored = score_a_file(run, card, args.score_rows) if args.score_rows else None
+        nowait = None if args.no_nowait else no_wait(
+            run, payloads, int(model_config["minWorkers"]), d, args.warmup / 4, args.bulk_connections
+        )
     peer = None
     if not args.no_peer:
         by_c = {r["connections"]: r for r in single}
@@ -424,6 +427,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         "memory": mem,
         "peer": peer,
         "score": scored,
+        "nowait": nowait,
     }
 
 
@@ -464,6 +468,37 @@ def score_a_file(run: Running, card: ModelCard, n_rows: int, connections: int = 
         return {"rows": n_rows, "seconds": seconds, "rows_per_s": n_rows / seconds, "mib": src.stat().st_size / 2**20,
                 "connections": connections, "chunk_rows": chunk_rows, "retries": retries,
                 "client_rss_mib": peak / 2**20}
+
+
+def no_wait(run: Running, payloads: Payloads, workers: int, seconds: float, warmup: float,
+            bulk_connections: int) -> dict[str, Any]:
+    """The same archive registered through the management API with ``max_batch_delay=0`` (the
+    only way to get a delay of 0: TorchServe 0.12 reads 0 in a .mar's config, or in the
+    ``models`` property, as its default of 100 ms). A batch then takes the first request and at
+    most one more already queued (Model.pollBatch), so a lone request never waits, and bulk
+    requests spread over both workers; the shipped model is scaled to 0 workers meanwhile."""
+    settings = run.settings
+    name = f"{settings.model_name}_nowait"
+    say(f"bench: {name}: the same .mar registered with max_batch_delay=0 ({workers} workers)")
+    mgmt = settings.management.url
+    register: dict[str, str | int] = {"url": f"{settings.model_name}.mar", "model_name": name, "max_batch_delay": 0,
+                                      "initial_workers": workers, "synchronous": "true"}
+    resp = requests.post(f"{mgmt}/models", params=register, timeout=180)
+    if resp.status_code != 200:
+        raise SystemExit(f"bench: registering {name} failed: {resp.status_code} {resp.text[:300]}")
+    scale: dict[str, str | int] = {"min_worker": 0, "max_worker": 0, "synchronous": "true"}
+    requests.put(f"{mgmt}/models/{settings.model_name}", params=scale, timeout=180)
+    described = requests.get(f"{mgmt}/models/{name}", timeout=10).json()[0]
+    url = f"{settings.inference.url}/predictions/{name}"
+    npy = next(f for f in bulk_formats(payloads) if f[0] == "binary")
+    wrk(url, 64, warmup, "warm-up", payloads.single)
+    wrk(url, bulk_connections, warmup / 2, "warm-up", npy[1], npy[2], payloads.bulk_rows, npy[3])
+    lone = wrk(url, 1, seconds, "nowait-single", payloads.single)
+    busy = wrk(url, 64, seconds, "nowait-single", payloads.single)
+    binary = wrk(url, bulk_connections, seconds, "nowait-binary", npy[1], npy[2], payloads.bulk_rows, npy[3])
+    json_bulk = wrk(url, bulk_connections, seconds, "nowait-json", payloads.bulk_json, JSON_CT, payloads.bulk_rows)
+    return {"max_batch_delay": described["maxBatchDelay"], "batch_size": described["batchSize"],
+            "lone": lone.to_dict(), "busy": busy.to_dict(), "binary": binary.to_dict(), "json": json_bulk.to_dict()}
 
 
 def fastapi_peer(payloads: Payloads, seconds: float, warmup: float, bulk_connections: int,
@@ -631,12 +666,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="conditions to state with the results")
     p.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
     p.add_argument("--no-peer", action="store_true", help="skip the FastAPI + uvicorn peer")
+    p.add_argument("--no-nowait", action="store_true",
+                   help="skip the same .mar registered with maxBatchDelay 0 (lone request and bulk)")
     p.add_argument("--score-rows", type=int, default=1_000_000,
                    help="rows of the generated CSV python -m client score scores (0: skip)")
     p.add_argument("--sweep", action="store_true", help="try workers x batchSize x maxBatchDelay")
     p.add_argument("--sweep-workers", type=ints, default=[2, 3])
     p.add_argument("--sweep-batch", type=ints, default=[1, 8, 64])
-    # 1 ms is the least: TorchServe 0.12 reads maxBatchDelay 0 as its default, 100 ms (measured)
+    # 1 ms is the least a .mar can ask: TorchServe 0.12 reads 0 there as its default, 100 ms (measured);
+    # a true 0 needs the management API, which the full run measures (bench.no_wait)
     p.add_argument("--sweep-delay", type=ints, default=[1, 2])
     p.add_argument("--sweep-duration", type=float, default=5.0)
     p.add_argument("--p99-budget", type=float, default=25.0, help="ms, for the sweep's verdict")

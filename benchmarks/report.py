@@ -134,6 +134,7 @@ class Target:
 
 # The issue's table (issue 12): what each target compares, in the order the issue lists them
 MEMORY_GOAL_MIB = 800
+JSON_ROWS_GOAL, BINARY_ROWS_GOAL = 1e6, 2.5e6  # rows/s of 1,000-row requests
 COLD_START_GOAL_S = 4.0
 
 
@@ -157,7 +158,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
     if workers_cpu is not None:
         out.append(Target("worker CPU per single-row request @64", f"{workers_cpu:.0f} µs", "<= 80 µs",
                            workers_cpu <= 80))
-    goals = {"json": ("1000-row JSON in, JSON out", 1e6), "binary": ("1000-row .npy in, .npy out", 2.5e6)}
+    goals = {"json": ("1000-row JSON in, JSON out", JSON_ROWS_GOAL),
+             "binary": ("1000-row .npy in, .npy out", BINARY_ROWS_GOAL)}
     for bulk in results["bulk"]:
         if bulk["format"] in goals:
             what, goal = goals[bulk["format"]]
@@ -182,7 +184,31 @@ def targets(results: dict[str, Any]) -> list[Target]:
         rate = score["rows_per_s"]
         out.append(Target(f"{fmt_num(score['rows'])}-row CSV scored by the client", f"{fmt_num(rate)} rows/s",
                           ">= 500k", rate >= 500_000))
+    out += no_wait_targets(results)
     return out
+
+
+def no_wait_targets(results: dict[str, Any]) -> list[Target]:
+    """The targets a batch delay of 0 changes, measured on the same server after the shipped
+    model (``bench.no_wait``): what a lone request gains, and what single-row throughput pays."""
+    nowait = results.get("nowait")
+    ping = {r["connections"]: r for r in results["ping"]}
+    if not nowait or 64 not in ping:
+        return []
+    tag = "maxBatchDelay 0"
+    lone, busy = nowait["lone"], nowait["busy"]
+    r = ratio(busy["rps"], ping[64]["rps"]) or 0.0
+    binary = nowait["binary"]["rows_per_s"]
+    json_rows = nowait["json"]["rows_per_s"]
+    json_goal, binary_goal = f">= {fmt_num(JSON_ROWS_GOAL)}", f">= {fmt_num(BINARY_ROWS_GOAL)}"
+    return [
+        Target(f"{tag}: single-row JSON @1 p50", f"{lone['p50_ms']:.2f} ms", "<= 1.0 ms", lone["p50_ms"] <= 1.0),
+        Target(f"{tag}: single-row JSON @64 vs /ping @64", fmt_ratio(r), ">= 40%", r >= 0.40),
+        Target(f"{tag}: 1000-row JSON in, JSON out", f"{fmt_num(json_rows)} rows/s", json_goal,
+               json_rows >= JSON_ROWS_GOAL),
+        Target(f"{tag}: 1000-row .npy in, .npy out", f"{fmt_num(binary)} rows/s", binary_goal,
+               binary >= BINARY_ROWS_GOAL),
+    ]
 
 
 def cpu(r: dict[str, Any], role: str) -> str:
@@ -229,6 +255,28 @@ def peer_markdown(results: dict[str, Any]) -> list[str]:
             f"{score['retries']} resent; client peak RSS {score['client_rss_mib']:.0f} MiB).",
         ]
     return lines
+
+
+def no_wait_markdown(results: dict[str, Any]) -> list[str]:
+    """The same .mar registered with maxBatchDelay 0, when the run measured it."""
+    nowait = results.get("nowait")
+    if not nowait:
+        return []
+    lone, busy, binary, json_rows = nowait["lone"], nowait["busy"], nowait["binary"], nowait["json"]
+    return [
+        "",
+        f"| same .mar, maxBatchDelay {nowait['max_batch_delay']} (registered through the management API) "
+        "| req/s or rows/s | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| single-row JSON, 1 connection | {fmt_num(lone['rps'])} req/s | {lone['p50_ms']:.2f} "
+        f"| {lone['p99_ms']:.1f} | {lone['errors']} |",
+        f"| single-row JSON, 64 connections | {fmt_num(busy['rps'])} req/s | {busy['p50_ms']:.1f} "
+        f"| {busy['p99_ms']:.1f} | {busy['errors']} |",
+        f"| 1000-row JSON in, JSON out ({json_rows['connections']} connections) | {fmt_num(json_rows['rows_per_s'])} "
+        f"rows/s | {json_rows['p50_ms']:.1f} | {json_rows['p99_ms']:.1f} | {json_rows['errors']} |",
+        f"| 1000-row .npy in, .npy out ({binary['connections']} connections) | {fmt_num(binary['rows_per_s'])} "
+        f"rows/s | {binary['p50_ms']:.1f} | {binary['p99_ms']:.1f} | {binary['errors']} |",
+    ]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -309,6 +357,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {proc['role']} (pid {proc['pid']}) | {proc['rss_mib']:.0f} MiB |")
     lines.append(f"| whole service | {sum(p['rss_mib'] for p in results['memory']):.0f} MiB |")
     lines += peer_markdown(results)
+    lines += no_wait_markdown(results)
     lines += ["", "| target | measured | goal | met |", "| --- | ---: | ---: | :---: |"]
     for t in targets(results):
         lines.append(f"| {t.what} | {t.value} | {t.goal} | {'yes' if t.met else '**no**'} |")

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,25 @@ def growth(start: dict[str, dict[str, float]], end: dict[str, dict[str, float]])
     }
 
 
+class Sampler(threading.Thread):
+    """Resident memory of every process once a minute during the soak (after the warm-up), so
+    the report shows whether memory levels off, not just where it ended."""
+
+    def __init__(self, settings: ServeSettings, every: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.every = settings, every
+        self.samples: list[dict[str, Any]] = []
+        self.stopped = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            rss = {role: r["rss_mib"] for role, r in resources(self.settings).items()}
+            self.samples.append({"t_s": round(time.monotonic() - self.t0), "rss_mib": rss,
+                                 "total_mib": round(sum(rss.values()), 1)})
+            print(f"soak: {self.samples[-1]['t_s']} s: {self.samples[-1]['total_mib']} MiB {rss}", flush=True)
+
+
 def per_minute(report: Report, seconds: float) -> list[dict[str, Any]]:
     """One row per minute of the run; answers that arrive after the end count in the last."""
     rows = []
@@ -125,7 +145,11 @@ def main() -> int:
         print(f"soak: {args.seconds:.0f} s, {args.connections} connections against {url}", flush=True)
         print("start:", json.dumps(start), flush=True)
         t0 = time.monotonic()
+        sampler = Sampler(settings)
+        sampler.start()
         report = run(url, name, mix, probs, classes, seconds=args.seconds, connections=args.connections, seed=2)
+        sampler.stopped.set()
+        sampler.join()
         end = resources(settings)
         workers_after = worker_identities(settings)
         elapsed = time.monotonic() - t0
@@ -140,6 +164,7 @@ def main() -> int:
         "per_minute": per_minute(report, args.seconds),
         "resources_start": start,
         "resources_end": end,
+        "memory_per_minute": sampler.samples,
         "growth": grew,
         "worker_restarts": workers_before != workers_after,
         "problems": [r.problem for r in report.problems[:20]],

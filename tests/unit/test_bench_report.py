@@ -89,6 +89,27 @@ def test_the_peer_score_and_cpu_targets_appear_when_measured():
     assert "**500k rows/s** end to end" in table
 
 
+def test_the_no_wait_registration_is_judged_against_the_same_targets_and_the_same_ping():
+    """bench.no_wait's results: the same thresholds, the ratio against this run's /ping @64."""
+
+    def load(c: int, rps: float, p50: float = 1.0, rows: float | None = None) -> dict:
+        return {"connections": c, "rps": rps, "p50_ms": p50, "p99_ms": 2.0, "errors": 0,
+                "rows_per_s": rps if rows is None else rows}
+
+    results = run(4000, 20.0, 1_000_000, 2_500_000, 4.0)
+    results["nowait"] = {"max_batch_delay": 0, "batch_size": 64, "lone": load(1, 2000, p50=0.46),
+                         "busy": load(64, 1600), "json": load(8, 900, rows=900_000),
+                         "binary": load(8, 3700, rows=3_700_000)}
+    met = {t.what: (t.value, t.met) for t in targets(results)}
+    assert met["maxBatchDelay 0: single-row JSON @1 p50"] == ("0.46 ms", True)
+    assert met["maxBatchDelay 0: single-row JSON @64 vs /ping @64"] == ("16%", False)  # 1,600 of 10,000
+    assert met["maxBatchDelay 0: 1000-row JSON in, JSON out"] == ("900k rows/s", False)
+    assert met["maxBatchDelay 0: 1000-row .npy in, .npy out"] == ("3.70M rows/s", True)
+    table = markdown(results)
+    assert "| single-row JSON, 1 connection | 2,000 req/s | 0.46 |" in table
+    assert not any(t.what.startswith("maxBatchDelay 0") for t in targets(run(4000, 20.0, 1e6, 2.5e6, 4.0)))
+
+
 def test_markdown_puts_each_result_next_to_its_reference_and_ratio():
     table = markdown(run(4000, 20.0, 1_000_000, 2_500_000, 4.0))
     assert "| 64 connections | 4,000 |" in table and "| 10k | 40% |" in table
