@@ -121,7 +121,7 @@ class TabularHandler(BaseHandler):
                 else:
                     parsed.append(p)
             except RequestError as exc:
-                parsed.append(exc)
+                parsed.append(exc.detached())
             except Exception:  # a bug, not the client's fault: this request alone fails
                 logger.exception("unexpected error reading request %d of the batch", idx)
                 parsed.append(INTERNAL_ERROR)
@@ -184,7 +184,7 @@ class TabularHandler(BaseHandler):
                 self.explanation_request(rows, headers, None, None) if explaining else rows
             )
         except RequestError as exc:
-            parsed = exc
+            parsed = exc.detached()
         except Exception:
             logger.exception("unexpected error reading an enveloped request")
             parsed = INTERNAL_ERROR

@@ -30,6 +30,14 @@ class RequestError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.status, "type": self.type, "message": self.message}
 
+    def detached(self) -> RequestError:
+        """This error without its traceback and chained exceptions, to be kept as a value: a
+        caught exception's traceback holds the frame that keeps it (the batch's list of parsed
+        requests, their bodies), a reference cycle that only the cyclic garbage collector frees.
+        Workers grew ~1.3 MiB a minute under the soak's mix of invalid requests until it did."""
+        self.__traceback__ = self.__context__ = self.__cause__ = None
+        return self
+
 
 def bad(type_: str, message: str, status: int = 400) -> RequestError:
     return RequestError(status, type_, message)

@@ -4,6 +4,7 @@ layout, TorchServe's own model loader, Service, context and metrics cache, and a
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import struct
@@ -303,3 +304,23 @@ def test_an_error_stays_json_whatever_accept_asks_for(worker, rows):
     assert good.content_type == "application/x-npy"
     assert (bad_.status, bad_.content_type, bad_.json()["type"]) == (400, JSON, "wrong_shape")
     assert unknown.status == 200 and unknown.content_type == JSON and "predictions" in unknown.json()
+
+
+def test_a_refused_request_leaves_no_reference_cycle(worker):
+    """A refused request's error is kept without its traceback: the traceback holds the frame
+    that holds the error (with the batch and its bodies), a cycle only the cyclic collector
+    frees, and workers grew under a soak's invalid requests until it ran (benchmarks/README.md)."""
+
+    def errors() -> dict[int, object]:
+        return {id(o): o for o in gc.get_objects() if type(o).__name__ == "RequestError"}
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = errors()
+        answers = predict(worker, {"instances": [[1.0]]}, ("{not json", JSON), ("a,b\n", "text/csv"))
+        left = [o for i, o in errors().items() if i not in before]
+    finally:
+        gc.enable()
+    assert [a.status for a in answers] == [400, 400, 400]
+    assert left == []
