@@ -153,8 +153,12 @@ class Running:
     ready_s: float
     status: dict[str, Any]
 
+    predict_url_override: str | None = None  # another registration on the same server (the sweep)
+
     @property
     def predict_url(self) -> str:
+        if self.predict_url_override is not None:
+            return self.predict_url_override
         return f"{self.settings.inference.url}/predictions/{self.settings.model_name}"
 
     @property
@@ -470,14 +474,11 @@ def score_a_file(run: Running, card: ModelCard, n_rows: int, connections: int = 
                 "client_rss_mib": peak / 2**20}
 
 
-def no_wait(run: Running, payloads: Payloads, workers: int, seconds: float, warmup: float,
-            bulk_connections: int) -> dict[str, Any]:
-    """The same archive registered through the management API with ``max_batch_delay=0`` (the
-    only way to get a delay of 0: TorchServe 0.12 reads 0 in a .mar's config, or in the
-    ``models`` property, as its default of 100 ms). A batch then takes the first request and at
-    most one more already queued (Model.pollBatch), so a lone request never waits, and bulk
-    requests spread over both workers; the shipped model is scaled to 0 workers meanwhile."""
-    settings = run.settings
+def register_no_wait(settings: ServeSettings, workers: int) -> tuple[str, dict[str, Any]]:
+    """The instance's archive registered again through the management API with
+    ``max_batch_delay=0`` (the only way to a delay of 0: TorchServe 0.12 reads 0 in a .mar's
+    config, or in the ``models`` property, as its default of 100 ms), and the original scaled to
+    0 workers so the two never share the cores. Returns its prediction URL and describe answer."""
     name = f"{settings.model_name}_nowait"
     say(f"bench: {name}: the same .mar registered with max_batch_delay=0 ({workers} workers)")
     mgmt = settings.management.url
@@ -488,8 +489,16 @@ def no_wait(run: Running, payloads: Payloads, workers: int, seconds: float, warm
         raise SystemExit(f"bench: registering {name} failed: {resp.status_code} {resp.text[:300]}")
     scale: dict[str, str | int] = {"min_worker": 0, "max_worker": 0, "synchronous": "true"}
     requests.put(f"{mgmt}/models/{settings.model_name}", params=scale, timeout=180)
-    described = requests.get(f"{mgmt}/models/{name}", timeout=10).json()[0]
-    url = f"{settings.inference.url}/predictions/{name}"
+    described: dict[str, Any] = requests.get(f"{mgmt}/models/{name}", timeout=10).json()[0]
+    return f"{settings.inference.url}/predictions/{name}", described
+
+
+def no_wait(run: Running, payloads: Payloads, workers: int, seconds: float, warmup: float,
+            bulk_connections: int) -> dict[str, Any]:
+    """The shipped .mar with a batch delay of 0 (``register_no_wait``): a batch then takes the
+    first request and at most one more already queued (Model.pollBatch), so a lone request never
+    waits, and bulk requests spread over both workers."""
+    url, described = register_no_wait(run.settings, workers)
     npy = next(f for f in bulk_formats(payloads) if f[0] == "binary")
     wrk(url, 64, warmup, "warm-up", payloads.single)
     wrk(url, bulk_connections, warmup / 2, "warm-up", npy[1], npy[2], payloads.bulk_rows, npy[3])
@@ -599,16 +608,18 @@ def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict
             with contextlib.redirect_stdout(sys.stderr):
                 archive(ARTIFACTS, tmp_path / "model_store", tmp_path / "build", cfg_path)
             with serving(card, payloads.single, model_store=tmp_path / "model_store") as run:
-                warm_up(run, payloads, args.warmup / 2)
+                # 0 in the .mar would mean 100 ms: a delay of 0 is registered through the API
+                url = register_no_wait(run.settings, workers)[0] if delay == 0 else run.predict_url
+                warm_up(replace(run, predict_url_override=url), payloads, args.warmup / 2)
                 ping = wrk(run.ping_url, 64, args.sweep_duration, "ping")
                 lone_ping = wrk(run.ping_url, 1, args.sweep_duration, "ping")
-                lone = wrk(run.predict_url, 1, args.sweep_duration, "single", payloads.single)
+                lone = wrk(url, 1, args.sweep_duration, "single", payloads.single)
                 single_cpu = CpuMeter(run.proc).measure(
-                    lambda: wrk(run.predict_url, 64, args.sweep_duration, "single", payloads.single)
+                    partial(wrk, url, 64, args.sweep_duration, "single", payloads.single)
                 )
                 single = LoadResult(**{k: single_cpu[k] for k in LoadResult.__dataclass_fields__})
                 bulk = wrk(
-                    run.predict_url,
+                    url,
                     args.bulk_connections,
                     args.sweep_duration,
                     "bulk-json",
@@ -673,9 +684,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", action="store_true", help="try workers x batchSize x maxBatchDelay")
     p.add_argument("--sweep-workers", type=ints, default=[2, 3])
     p.add_argument("--sweep-batch", type=ints, default=[1, 8, 64])
-    # 1 ms is the least a .mar can ask: TorchServe 0.12 reads 0 there as its default, 100 ms (measured);
-    # a true 0 needs the management API, which the full run measures (bench.no_wait)
-    p.add_argument("--sweep-delay", type=ints, default=[1, 2])
+    # 0 is registered through the management API: TorchServe 0.12 reads 0 in a .mar as 100 ms
+    p.add_argument("--sweep-delay", type=ints, default=[0, 1, 2])
     p.add_argument("--sweep-duration", type=float, default=5.0)
     p.add_argument("--p99-budget", type=float, default=25.0, help="ms, for the sweep's verdict")
     args = p.parse_args(argv)
