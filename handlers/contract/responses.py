@@ -89,7 +89,7 @@ class Responder:
         orjson writes the probabilities from the array (as float64, so the digits are those of
         the float32 values as Python floats, as before) and each row's fixed parts (label,
         class_id, keys) are joined around them. Measured per answer: 1 row 2.8 us, 1,000 rows
-        313 us (a dict per row: 2,200 us; string work per row: 736 us)."""
+        313-352 us (a dict per row: 969 us; string work per row: 736 us)."""
         values = probabilities.numpy().astype(np.float64)
         n, c = values.shape
         if n == 0:
