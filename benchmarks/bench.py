@@ -153,12 +153,8 @@ class Running:
     ready_s: float
     status: dict[str, Any]
 
-    predict_url_override: str | None = None  # another registration on the same server (the sweep)
-
     @property
     def predict_url(self) -> str:
-        if self.predict_url_override is not None:
-            return self.predict_url_override
         return f"{self.settings.inference.url}/predictions/{self.settings.model_name}"
 
     @property
@@ -343,12 +339,14 @@ def wrk(
     return parse_wrk(done.stdout, name, connections, rows)
 
 
-def warm_up(run: Running, payloads: Payloads, seconds: float) -> None:
+def warm_up(run: Running, payloads: Payloads, seconds: float, predict_url: str | None = None) -> None:
     """Not counted. The JVM's JIT compiler needs ~20 s of traffic on 2 busy cores before
-    the frontend's cost per request settles (it falls by ~40%), so each path gets its share."""
-    wrk(run.predict_url, 64, seconds / 2, "warm-up", payloads.single)
+    the frontend's cost per request settles (it falls by ~40%), so each path gets its share.
+    ``predict_url``: another registration on the same server (the sweep's delay of 0)."""
+    url = predict_url or run.predict_url
+    wrk(url, 64, seconds / 2, "warm-up", payloads.single)
     for _, path, ctype, accept in bulk_formats(payloads):
-        wrk(run.predict_url, 8, seconds / 12, "warm-up", path, ctype, payloads.bulk_rows, accept)
+        wrk(url, 8, seconds / 12, "warm-up", path, ctype, payloads.bulk_rows, accept)
     wrk(run.ping_url, 64, seconds / 6, "warm-up")
 
 
@@ -488,7 +486,10 @@ def register_no_wait(settings: ServeSettings, workers: int) -> tuple[str, dict[s
     if resp.status_code != 200:
         raise SystemExit(f"bench: registering {name} failed: {resp.status_code} {resp.text[:300]}")
     scale: dict[str, str | int] = {"min_worker": 0, "max_worker": 0, "synchronous": "true"}
-    requests.put(f"{mgmt}/models/{settings.model_name}", params=scale, timeout=180)
+    resp = requests.put(f"{mgmt}/models/{settings.model_name}", params=scale, timeout=180)
+    if resp.status_code != 200:  # both registrations would share the cores: the numbers would not hold
+        raise SystemExit(f"bench: scaling {settings.model_name} to 0 workers failed: {resp.status_code} "
+                         f"{resp.text[:300]}")
     described: dict[str, Any] = requests.get(f"{mgmt}/models/{name}", timeout=10).json()[0]
     return f"{settings.inference.url}/predictions/{name}", described
 
@@ -610,7 +611,7 @@ def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict
             with serving(card, payloads.single, model_store=tmp_path / "model_store") as run:
                 # 0 in the .mar would mean 100 ms: a delay of 0 is registered through the API
                 url = register_no_wait(run.settings, workers)[0] if delay == 0 else run.predict_url
-                warm_up(replace(run, predict_url_override=url), payloads, args.warmup / 2)
+                warm_up(run, payloads, args.warmup / 2, url)
                 ping = wrk(run.ping_url, 64, args.sweep_duration, "ping")
                 lone_ping = wrk(run.ping_url, 1, args.sweep_duration, "ping")
                 lone = wrk(url, 1, args.sweep_duration, "single", payloads.single)
