@@ -8,12 +8,20 @@ variation distance). Why is said in the log and in ``PREFIX_auto_rollbacks_total
 (the exporter reads the events file; an alert in serve_config/rules fires on it).
 
 The new version is judged on what it answered since the watch began; the previous version on
-all it answered since the start (its traffic may stop after a promote).
+all it answered since the start (its traffic may stop after a promote). A canary is judged only
+on the answers the split gave it, counted where its clients saw them (the canary proxy's
+``split.log``: TorchServe's own 5xx, "Worker died." and a full queue, count as much as the
+handler's); requests sent straight to its pinned-version path never count for or against it.
+
+A tick whose metrics cannot be read is retried at the next one; ``max_failed_ticks`` failed
+ticks in a row are a breach of their own (``scrape``): a watcher that cannot see must not go
+on pretending to protect.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,6 +46,7 @@ class WatchConfig:
     max_error_ratio: float
     max_p99_ratio: float
     max_class_shift: float
+    max_failed_ticks: int
 
     @classmethod
     def load(cls, path: Path = lifecycle.LIFECYCLE_CONFIG) -> WatchConfig:
@@ -49,6 +58,7 @@ class WatchConfig:
             max_error_ratio=float(doc["max_error_ratio"]),
             max_p99_ratio=float(doc["max_p99_ratio"]),
             max_class_shift=float(doc["max_class_shift"]),
+            max_failed_ticks=int(doc["max_failed_ticks"]),
         )
 
 
@@ -90,11 +100,13 @@ class Stats:
 def scrape(settings: ServeSettings) -> dict[str, Stats]:
     """Every version's counters from the model-metrics exporter."""
     try:
-        text = requests.get(f"{settings.model_metrics.url}/metrics", timeout=5).text
-    except requests.RequestException as exc:
-        raise ServeError(f"model metrics at {settings.model_metrics.url} not answering: {exc}") from None
+        resp = requests.get(f"{settings.model_metrics.url}/metrics", timeout=5)
+        resp.raise_for_status()
+        families = list(text_string_to_metric_families(resp.text))
+    except (requests.RequestException, ValueError) as exc:
+        raise ServeError(f"model metrics at {settings.model_metrics.url} not readable: {exc}") from None
     stats: dict[str, Stats] = defaultdict(Stats)
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for s in family.samples:
             if s.labels.get("model_name") != settings.model_name or "model_version" not in s.labels:
                 continue
@@ -135,32 +147,114 @@ def record(settings: ServeSettings, version: str, previous: str, reason: str) ->
         out.write(json.dumps(event) + "\n")
 
 
-def watch(settings: ServeSettings, config: WatchConfig | None = None) -> str | None:
-    """Watch the new version until the window ends (or the canary or default changes by hand);
-    roll back on a breach and return why (None when it held)."""
-    config = config or WatchConfig.load()
+def split_log_size(settings: ServeSettings) -> int:
+    try:
+        return os.path.getsize(canary.proxy_dir(settings) / canary.SPLIT_LOG)
+    except OSError:
+        return 0
+
+
+def split_answers(settings: ServeSettings, version: str, offset: int) -> Stats:
+    """The answers the canary proxy's split gave ``version`` after byte ``offset`` of its log:
+    requests and 5xx as the clients saw them."""
+    path = f"/predictions/{settings.model_name}/{version}"
+    seen = Stats()
+    try:
+        with open(canary.proxy_dir(settings) / canary.SPLIT_LOG, "rb") as log:
+            log.seek(offset)
+            lines = log.read().splitlines()
+    except OSError:
+        return seen
+    for line in lines:
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        if answer.get("uri") == path:
+            seen.requests += 1
+            seen.errors += 1 if int(answer.get("status", 0)) >= 500 else 0
+    return seen
+
+
+@dataclass
+class Watch:
+    """One watch: the new version, the one it is compared with, and where its counts began."""
+
+    new: str
+    old: str
+    is_canary: bool
+    start: Stats
+    split_offset: int = 0
+    failed_ticks: int = 0
+
+    def judged(self, settings: ServeSettings) -> tuple[Stats, Stats]:
+        """(the new version since the watch began, the old one since the start)."""
+        stats = scrape(settings)
+        new = stats.get(self.new, Stats()).minus(self.start)
+        if self.is_canary:
+            split = split_answers(settings, self.new, self.split_offset)
+            new.requests, new.errors = split.requests, split.errors
+        return new, stats.get(self.old, Stats())
+
+
+def begin(settings: ServeSettings) -> Watch:
     state = lifecycle.current_state(settings)
     new, old = (state.canary, state.default) if state.canary else (state.default, state.previous)
     if new is None or old is None:
         raise ServeError("nothing to watch: no canary, and no previous default loaded")
-    start = scrape(settings).get(new, Stats())
-    lifecycle.say(f"watching {new} against {old} for {config.window_s:g} s")
+    return Watch(new, old, state.canary is not None, scrape(settings).get(new, Stats()), split_log_size(settings))
+
+
+def tick(settings: ServeSettings, watch: Watch, config: WatchConfig) -> tuple[bool, str | None]:
+    """One look: (still watching, the breach if any). A failed look is retried at the next tick
+    until ``max_failed_ticks`` of them in a row, which is a breach."""
+    try:
+        state = lifecycle.current_state(settings)
+        if (state.canary or state.default) != watch.new:
+            lifecycle.say(f"watch of {watch.new} ended: changed by hand")
+            return False, None
+        new, old = watch.judged(settings)
+    except ServeError as exc:
+        watch.failed_ticks += 1
+        lifecycle.say(f"tick {watch.failed_ticks}/{config.max_failed_ticks} failed: {exc}")
+        if watch.failed_ticks >= config.max_failed_ticks:
+            return False, f"scrape: no metrics for {watch.failed_ticks} ticks in a row ({exc})"
+        return True, None
+    watch.failed_ticks = 0
+    reason = breach(new, old, config)
+    return reason is None, reason
+
+
+@lifecycle.exclusive
+def roll_back(settings: ServeSettings, watch: Watch, reason: str) -> str | None:
+    """Undo the watched version under the lifecycle lock, if it is still what the watch began
+    with (an operator may have promoted or rolled back meanwhile): then record why."""
+    lifecycle.say(f"AUTO-ROLLBACK of {watch.new} to {watch.old}: {reason}")
+    try:
+        if watch.is_canary:
+            canary.abandon(settings, watch.new)
+        else:
+            lifecycle.rollback(settings, watch.new)
+    except ServeError as exc:
+        lifecycle.say(f"auto-rollback not done: {exc}")
+        return None
+    record(settings, watch.new, watch.old, reason)
+    return reason
+
+
+def watch(settings: ServeSettings, config: WatchConfig | None = None) -> str | None:
+    """Watch the new version until the window ends (or the canary or default changes by hand);
+    roll back on a breach and return why (None when it held)."""
+    config = config or WatchConfig.load()
+    watched = begin(settings)
+    lifecycle.say(f"watching {watched.new} against {watched.old} for {config.window_s:g} s")
     deadline = time.monotonic() + config.window_s
     while time.monotonic() < deadline:
         time.sleep(config.interval_s)  # the sampling period of a bounded watch, not a wait for a condition
-        state = lifecycle.current_state(settings)
-        if (state.canary or state.default) != new:
-            lifecycle.say(f"watch of {new} ended: changed by hand")
-            return None
-        stats = scrape(settings)
-        reason = breach(stats.get(new, Stats()).minus(start), stats.get(old, Stats()), config)
+        going, reason = tick(settings, watched, config)
         if reason:
-            lifecycle.say(f"AUTO-ROLLBACK of {new} to {old}: {reason}")
-            record(settings, new, old, reason)
-            if state.canary:
-                canary.abandon(settings, state)
-            else:
-                lifecycle.rollback(settings)
-            return reason
-    lifecycle.say(f"watch of {new} ended: no threshold breached in {config.window_s:g} s")
+            return roll_back(settings, watched, reason)
+        if not going:
+            return None
+    lifecycle.say(f"watch of {watched.new} ended: no threshold breached in {config.window_s:g} s")
     return None
