@@ -21,21 +21,19 @@ on pretending to protect.
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.metric_names import PREFIX
 from servectl import canary, lifecycle
 from servectl.errors import ServeError
 from servectl.launch import EVENTS_FILE
 from servectl.settings import ServeSettings
+from servectl.watch_sources import Stats, deaths_between, scrape, split_answers, split_log_size, worker_pids
+
+__all__ = ["Stats", "WatchConfig", "breach", "watch"]  # tests import Stats from here
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,7 @@ class WatchConfig:
     max_p99_ratio: float
     max_class_shift: float
     max_failed_ticks: int
+    max_worker_deaths: int
 
     @classmethod
     def load(cls, path: Path = lifecycle.LIFECYCLE_CONFIG) -> WatchConfig:
@@ -59,68 +58,8 @@ class WatchConfig:
             max_p99_ratio=float(doc["max_p99_ratio"]),
             max_class_shift=float(doc["max_class_shift"]),
             max_failed_ticks=int(doc["max_failed_ticks"]),
+            max_worker_deaths=int(doc["max_worker_deaths"]),
         )
-
-
-@dataclass
-class Stats:
-    """One version's cumulative counters, as the exporter serves them."""
-
-    requests: float = 0.0
-    errors: float = 0.0  # answers with a 5xx code
-    buckets: dict[float, float] = field(default_factory=dict)  # handler_seconds: le -> cumulative count
-    classes: dict[str, float] = field(default_factory=dict)
-
-    def minus(self, earlier: Stats) -> Stats:
-        return Stats(
-            self.requests - earlier.requests,
-            self.errors - earlier.errors,
-            {le: n - earlier.buckets.get(le, 0.0) for le, n in self.buckets.items()},
-            {c: n - earlier.classes.get(c, 0.0) for c, n in self.classes.items()},
-        )
-
-    @property
-    def error_ratio(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p99(self) -> float:
-        """The upper bound of the bucket that holds the 99th percentile of batch handler times."""
-        total = max(self.buckets.values(), default=0.0)
-        for le in sorted(self.buckets):
-            if total and self.buckets[le] >= 0.99 * total:
-                return le
-        return 0.0
-
-    def class_mix(self) -> dict[str, float]:
-        total = sum(self.classes.values())
-        return {c: n / total for c, n in self.classes.items()} if total else {}
-
-
-def scrape(settings: ServeSettings) -> dict[str, Stats]:
-    """Every version's counters from the model-metrics exporter."""
-    try:
-        resp = requests.get(f"{settings.model_metrics.url}/metrics", timeout=5)
-        resp.raise_for_status()
-        families = list(text_string_to_metric_families(resp.text))
-    except (requests.RequestException, ValueError) as exc:
-        raise ServeError(f"model metrics at {settings.model_metrics.url} not readable: {exc}") from None
-    stats: dict[str, Stats] = defaultdict(Stats)
-    for family in families:
-        for s in family.samples:
-            if s.labels.get("model_name") != settings.model_name or "model_version" not in s.labels:
-                continue
-            v = stats[s.labels["model_version"]]
-            if s.name == f"{PREFIX}_requests_total":
-                v.requests += s.value
-                v.errors += s.value if s.labels.get("code", "").startswith("5") else 0.0
-            elif s.name == f"{PREFIX}_handler_seconds_bucket":
-                le = float(s.labels["le"])
-                v.buckets[le] = v.buckets.get(le, 0.0) + s.value
-            elif s.name == f"{PREFIX}_predictions_total":
-                c = s.labels["predicted_class"]
-                v.classes[c] = v.classes.get(c, 0.0) + s.value
-    return dict(stats)
 
 
 def breach(new: Stats, old: Stats, config: WatchConfig) -> str | None:
@@ -147,35 +86,6 @@ def record(settings: ServeSettings, version: str, previous: str, reason: str) ->
         out.write(json.dumps(event) + "\n")
 
 
-def split_log_size(settings: ServeSettings) -> int:
-    try:
-        return os.path.getsize(canary.proxy_dir(settings) / canary.SPLIT_LOG)
-    except OSError:
-        return 0
-
-
-def split_answers(settings: ServeSettings, version: str, offset: int) -> Stats:
-    """The answers the canary proxy's split gave ``version`` after byte ``offset`` of its log:
-    requests and 5xx as the clients saw them."""
-    path = f"/predictions/{settings.model_name}/{version}"
-    seen = Stats()
-    try:
-        with open(canary.proxy_dir(settings) / canary.SPLIT_LOG, "rb") as log:
-            log.seek(offset)
-            lines = log.read().splitlines()
-    except OSError:
-        return seen
-    for line in lines:
-        try:
-            answer = json.loads(line)
-        except ValueError:
-            continue  # a line being written
-        if answer.get("uri") == path:
-            seen.requests += 1
-            seen.errors += 1 if int(answer.get("status", 0)) >= 500 else 0
-    return seen
-
-
 @dataclass
 class Watch:
     """One watch: the new version, the one it is compared with, and where its counts began."""
@@ -185,6 +95,8 @@ class Watch:
     is_canary: bool
     start: Stats
     split_offset: int = 0
+    pids: dict[str, int] = field(default_factory=dict)  # the new version's workers at the last look
+    deaths: int = 0
     failed_ticks: int = 0
 
     def judged(self, settings: ServeSettings) -> tuple[Stats, Stats]:
@@ -202,7 +114,19 @@ def begin(settings: ServeSettings) -> Watch:
     new, old = (state.canary, state.default) if state.canary else (state.default, state.previous)
     if new is None or old is None:
         raise ServeError("nothing to watch: no canary, and no previous default loaded")
-    return Watch(new, old, state.canary is not None, scrape(settings).get(new, Stats()), split_log_size(settings))
+    start = scrape(settings).get(new, Stats())
+    return Watch(new, old, state.canary is not None, start, split_log_size(settings), worker_pids(settings, new))
+
+
+def died(settings: ServeSettings, watch: Watch, config: WatchConfig) -> str | None:
+    """A breach when more of the new version's workers died than ``max_worker_deaths``: each
+    death failed its whole batch with TorchServe's own "Worker died." (or a response timeout)."""
+    now = worker_pids(settings, watch.new)
+    watch.deaths += deaths_between(watch.pids, now)
+    watch.pids = now
+    if watch.deaths > config.max_worker_deaths:
+        return f"worker_deaths: {watch.deaths} worker(s) of {watch.new} died (max {config.max_worker_deaths})"
+    return None
 
 
 def tick(settings: ServeSettings, watch: Watch, config: WatchConfig) -> tuple[bool, str | None]:
@@ -214,6 +138,7 @@ def tick(settings: ServeSettings, watch: Watch, config: WatchConfig) -> tuple[bo
             lifecycle.say(f"watch of {watch.new} ended: changed by hand")
             return False, None
         new, old = watch.judged(settings)
+        dead = died(settings, watch, config)
     except ServeError as exc:
         watch.failed_ticks += 1
         lifecycle.say(f"tick {watch.failed_ticks}/{config.max_failed_ticks} failed: {exc}")
@@ -221,7 +146,7 @@ def tick(settings: ServeSettings, watch: Watch, config: WatchConfig) -> tuple[bo
             return False, f"scrape: no metrics for {watch.failed_ticks} ticks in a row ({exc})"
         return True, None
     watch.failed_ticks = 0
-    reason = breach(new, old, config)
+    reason = dead or breach(new, old, config)
     return reason is None, reason
 
 
