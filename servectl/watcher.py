@@ -171,7 +171,11 @@ def watch(settings: ServeSettings, config: WatchConfig | None = None) -> str | N
     """Watch the new version until the window ends (or the canary or default changes by hand);
     roll back on a breach and return why (None when it held)."""
     config = config or WatchConfig.load()
-    watched = begin(settings)
+    return follow(settings, begin(settings), config)
+
+
+def follow(settings: ServeSettings, watched: Watch, config: WatchConfig) -> str | None:
+    """The ticks of one watch, from its beginning to the end of its window or a breach."""
     lifecycle.say(f"watching {watched.new} against {watched.old} for {config.window_s:g} s")
     deadline = time.monotonic() + config.window_s
     while time.monotonic() < deadline:
