@@ -21,7 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from handlers.metric_names import PREFIX
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import canary, lifecycle, server, versions, watcher
 from servectl.errors import ServeError
@@ -222,6 +224,20 @@ def test_a_version_whose_workers_die_is_rolled_back(races, how, judged_by):
     after = [requests.post(url, json={"instances": rows}, timeout=ANSWER_TIMEOUT).status_code for _ in range(20)]
     assert after == [200] * 20  # the default answers everything again
     lifecycle.retire(settings, crash)
+
+
+def test_the_exporter_describes_the_workers_of_every_loaded_version(races):
+    """A canary's dead workers must be visible: the worker series carry every loaded version,
+    not only the default's."""
+    settings, a, b, _ = races
+    lifecycle.load_version(settings, b, timeout=120)
+    text = requests.get(f"{settings.model_metrics.url}/metrics", timeout=10).text
+    ready = {s.labels["model_version"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+             if s.name == f"{PREFIX}_workers" and s.labels["status"] == "READY"}
+    minimum = {s.labels["model_version"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == f"{PREFIX}_workers_min"}
+    assert set(ready) == set(minimum) == {a, b} and ready == minimum, (ready, minimum)
+    lifecycle.retire(settings, b)
 
 
 def test_the_watcher_survives_failed_scrapes_and_a_sustained_failure_is_a_breach(races):
