@@ -182,6 +182,8 @@ def start_canary(
     if version == state.default:
         raise ServeError(f"{version} is already the default")
     lifecycle.prepare_candidate(settings, state, version, force)
+    with suppress(FileNotFoundError):  # the log holds this canary's answers only (nginx appends)
+        os.truncate(proxy_dir(settings) / SPLIT_LOG, 0)
     endpoint = apply(settings, version, percent, port)
     state.canary, state.canary_percent = version, percent
     state.loaded = sorted(set(state.loaded) | {version})
