@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from servectl import canary, lifecycle
+from servectl import canary, lifecycle, processes
 from servectl.errors import ServeError
 from servectl.launch import EVENTS_FILE
 from servectl.settings import ServeSettings
@@ -98,6 +98,7 @@ class Watch:
     pids: dict[str, int] = field(default_factory=dict)  # the new version's workers at the last look
     deaths: int = 0
     failed_ticks: int = 0
+    server: int | None = None  # the pid of the TorchServe it watches: another one (a restart) ends the watch
 
     def judged(self, settings: ServeSettings) -> tuple[Stats, Stats]:
         """(the new version since the watch began, the old one since the start)."""
@@ -115,7 +116,9 @@ def begin(settings: ServeSettings) -> Watch:
     if new is None or old is None:
         raise ServeError("nothing to watch: no canary, and no previous default loaded")
     start = scrape(settings).get(new, Stats())
-    return Watch(new, old, state.canary is not None, start, split_log_size(settings), worker_pids(settings, new))
+    pids = worker_pids(settings, new)
+    return Watch(new, old, state.canary is not None, start, split_log_size(settings), pids,
+                 server=processes.running_pid(settings))
 
 
 def died(settings: ServeSettings, watch: Watch, config: WatchConfig) -> str | None:
@@ -131,7 +134,11 @@ def died(settings: ServeSettings, watch: Watch, config: WatchConfig) -> str | No
 
 def tick(settings: ServeSettings, watch: Watch, config: WatchConfig) -> tuple[bool, str | None]:
     """One look: (still watching, the breach if any). A failed look is retried at the next tick
-    until ``max_failed_ticks`` of them in a row, which is a breach."""
+    until ``max_failed_ticks`` of them in a row, which is a breach. A watch ends when its server
+    stopped or restarted ('make stop'): the next start restores the record, not this watch."""
+    if processes.running_pid(settings) != watch.server:
+        lifecycle.say(f"watch of {watch.new} ended: the server it watched stopped or restarted")
+        return False, None
     try:
         state = lifecycle.current_state(settings)
         if (state.canary or state.default) != watch.new:

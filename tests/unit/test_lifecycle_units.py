@@ -124,3 +124,12 @@ def test_the_split_log_counts_only_the_split_answers_after_the_offset(settings):
     log.write_text(old + "\n".join(lines))
     seen = split_answers(settings, "1.1", len(old))
     assert (seen.requests, seen.errors) == (3, 2)
+
+
+def test_a_watch_ends_when_its_server_stopped_or_restarted(settings):
+    """'make stop' (or a restart) ends the watch: it must not count failed ticks and then roll
+    back on the next instance the run folder starts."""
+    gone = settings.with_ports(*free_ports(3), model_metrics=free_ports(1)[0])
+    watched = Watch("1.1", "1.0", False, Stats(), server=2**22 + 1)  # not this run folder's TorchServe
+    assert tick(gone, watched, CONFIG) == (False, None)
+    assert watched.failed_ticks == 0
