@@ -117,8 +117,8 @@ canary: setup ## PERCENT of the default path to VERSION through the canary proxy
 promote: setup ## the canary becomes the default (the previous one stays loaded)
 	$(LIFECYCLE) promote --model $(NAME) $(SERVE_ARGS)
 
-rollback: setup ## abandon a canary, else make the previous default the default again (it stayed loaded)
-	$(LIFECYCLE) rollback --model $(NAME) $(SERVE_ARGS)
+rollback: setup ## undo VERSION: abandon its canary, else make the previous default the default again (refused when VERSION is neither)
+	$(LIFECYCLE) rollback $(VERSION) --model $(NAME) $(SERVE_ARGS)
 
 retire: setup ## unload VERSION (not the default) once its queue drained
 	$(LIFECYCLE) retire $(VERSION) --model $(NAME) $(SERVE_ARGS)

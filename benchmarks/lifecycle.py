@@ -170,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             proxy = f"http://127.0.0.1:{proxy_port}"
             steps: list[tuple[str, Callable[[], object]]] = [
                 (f"rollout {new}", lambda: lifecycle.rollout(settings, new)),
-                ("rollback", lambda: lifecycle.rollback(settings)),
+                ("rollback", lambda: lifecycle.rollback(settings, new)),
                 (f"retire {new}", lambda: lifecycle.retire(settings, new)),
                 (f"canary {new} 10%", lambda: canary.start_canary(settings, new, 10, port=proxy_port)),
                 ("promote", lambda: canary.promote(settings)),
-                ("rollback after promote", lambda: lifecycle.rollback(settings)),
+                ("rollback after promote", lambda: lifecycle.rollback(settings, new)),
             ]
             for name, action in steps:
                 step = under_load(

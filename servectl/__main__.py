@@ -130,13 +130,9 @@ def spawn_watcher(settings: ServeSettings) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Abandon a running canary, else make the previous default the default again."""
-    settings = instance(args)
-    state = lifecycle.current_state(settings)
-    if state.canary is not None:
-        canary.abandon(settings, state)
-    else:
-        lifecycle.rollback(settings)
+    """Abandon the canary VERSION, else roll the default VERSION back (refused when VERSION is
+    neither any more: a compare-and-swap, so a rollback never undoes someone else's)."""
+    canary.undo(instance(args), args.version)
     return 0
 
 
@@ -166,7 +162,9 @@ def lifecycle_commands(commands: Any, shared: list[argparse.ArgumentParser]) -> 
     rollout.add_argument("--force", action="store_true", help="roll out despite a failed pre-flight check")
     rollout.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for its workers")
     rollout.set_defaults(func=cmd_rollout)
-    commands.add_parser("rollback", parents=shared, help="the previous default again").set_defaults(func=cmd_rollback)
+    rollback = commands.add_parser("rollback", parents=shared, help="abandon the canary, else the previous default")
+    rollback.add_argument("version", help="the version to undo: refused unless it is still the canary or the default")
+    rollback.set_defaults(func=cmd_rollback)
     cany = commands.add_parser("canary", parents=shared, help="send a share of the default path to a version")
     cany.add_argument("version")
     cany.add_argument("--percent", type=float, help="share of the default path (default: serve_config/lifecycle.yaml)")

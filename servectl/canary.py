@@ -8,6 +8,11 @@ Changes reach nginx by ``nginx -s reload``: old workers finish their requests, n
 
 Clients that want the split send to the proxy's port (``canary_proxy_address`` in
 serve_config/config.properties); the inference port itself always answers with the default.
+Pinned-version paths answer 404 on the proxy unless serve_config/lifecycle.yaml
+``proxy.expose_pinned_versions`` says otherwise, so its clients reach the candidate only through
+the split. Every answer the split gave is one JSON line in ``split.log`` (the status the client
+saw, TorchServe's own 5xx and nginx's 502/504 included): the watcher judges the canary on those.
+Every file is written beside the old one and renamed over it, so a reload never reads half a file.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ from servectl import lifecycle, versions
 from servectl.errors import ServeError
 from servectl.management import Management
 from servectl.settings import REPO, Endpoint, ServeSettings
-from servectl.versions import State
+from servectl.versions import State, write_atomic
 from servectl.waiting import WaitTimeout, wait_for
 
 TEMPLATE = REPO / "docker" / "nginx" / "templates" / "default.conf.template"
 PROXY_KEY = "canary_proxy_address"  # servectl's key: where the canary proxy listens
+SPLIT_LOG = "split.log"
+# one line per answer the split sent to the candidate: when, the status the client saw, the path it went to
+SPLIT_LOG_FORMAT = """log_format canary_split escape=json '{"time":$msec,"status":$status,"uri":"$uri"}';"""
 
 
 def proxy_dir(settings: ServeSettings) -> Path:
@@ -52,10 +60,19 @@ def nginx_binary() -> str:
 
 def split_config(settings: ServeSettings, version: str | None, percent: float) -> str:
     """The location-level snippet: PERCENT of the default path to ``version`` (none: no split)."""
+    unmarked = 'set $canary_split "";\n'  # declared even without a split: the access log tests it
     if version is None or percent <= 0:
-        return "# no canary\n"
+        return unmarked + "# no canary\n"
     path = f"/predictions/{settings.model_name}"
-    return f"if ($canary_share) {{\n    rewrite ^{path}$ {path}/{versions.check_version(version)} break;\n}}\n"
+    target = f"{path}/{versions.check_version(version)}"
+    return unmarked + f"if ($canary_share) {{\n    set $canary_split 1;\n    rewrite ^{path}$ {target} break;\n}}\n"
+
+
+def pinned_config() -> str:
+    """The template's pinned-version switch (docker/nginx): 404 unless the setting exposes them."""
+    if lifecycle.LifecycleConfig.load().expose_pinned_versions:
+        return 'set $refuse_pinned "";  # serve_config/lifecycle.yaml proxy.expose_pinned_versions: true\n'
+    return "# pinned-version paths answer 404 (serve_config/lifecycle.yaml proxy.expose_pinned_versions)\n"
 
 
 def write_config(settings: ServeSettings, endpoint: Endpoint, version: str | None, percent: float) -> Path:
@@ -65,17 +82,21 @@ def write_config(settings: ServeSettings, endpoint: Endpoint, version: str | Non
     upstream = f"{settings.inference.host}:{settings.inference.port}"
     listen = f"{endpoint.host}:{endpoint.port}"
     server = string.Template(TEMPLATE.read_text()).safe_substitute(TS_UPSTREAM=upstream, NGINX_PORT=listen)
-    (prefix / "default.conf").write_text(without_client_keepalive(server))
-    (prefix / "canary.conf").write_text(split_config(settings, version, percent))
+    write_atomic(prefix / "default.conf", without_client_keepalive(server))
+    write_atomic(prefix / "canary.conf", split_config(settings, version, percent))
+    write_atomic(prefix / "pinned-versions.conf", pinned_config())
     kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temp = "\n".join(f"    {kind}_temp_path {prefix}/{kind};" for kind in kinds)
     share_line = f"{percent:g}% 1;\n        " if version is not None and percent > 0 else ""  # nginx refuses 0%
     share = f'split_clients "$request_id" $canary_share {{\n        {share_line}* "";\n    }}'
+    logs = f"    {SPLIT_LOG_FORMAT}\n    access_log {prefix / SPLIT_LOG} canary_split if=$canary_split;\n"
     main = prefix / "nginx.conf"
-    main.write_text(
+    write_atomic(
+        main,
         f"worker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
         "events { worker_connections 512; }\n"
-        f"http {{\n    access_log off;\n{temp}\n    {share}\n    include {prefix}/default.conf;\n}}\n"
+        f"http {{\n    uninitialized_variable_warn off;\n{logs}{temp}\n    {share}\n"
+        f"    include {prefix}/default.conf;\n}}\n",
     )
     return main
 
@@ -150,6 +171,7 @@ def stop_proxy(settings: ServeSettings) -> bool:
     return True
 
 
+@lifecycle.exclusive
 def start_canary(
     settings: ServeSettings, version: str, percent: float, port: int | None = None, force: bool = False
 ) -> State:
@@ -160,6 +182,8 @@ def start_canary(
     if version == state.default:
         raise ServeError(f"{version} is already the default")
     lifecycle.prepare_candidate(settings, state, version, force)
+    with suppress(FileNotFoundError):  # the log holds this canary's answers only (nginx appends)
+        os.truncate(proxy_dir(settings) / SPLIT_LOG, 0)
     endpoint = apply(settings, version, percent, port)
     state.canary, state.canary_percent = version, percent
     state.loaded = sorted(set(state.loaded) | {version})
@@ -169,6 +193,7 @@ def start_canary(
     return state
 
 
+@lifecycle.exclusive
 def promote(settings: ServeSettings) -> State:
     """The canary becomes the default; the split ends (all of the default path to it)."""
     state = lifecycle.current_state(settings)
@@ -183,11 +208,24 @@ def promote(settings: ServeSettings) -> State:
     return state
 
 
-def abandon(settings: ServeSettings, state: State) -> State:
-    """End the split: the whole default path to the default again; the candidate stays loaded."""
-    candidate = state.canary
+@lifecycle.exclusive
+def abandon(settings: ServeSettings, expect: str) -> State:
+    """End the split of the canary ``expect``: the whole default path to the default again; the
+    candidate stays loaded. Refused when ``expect`` is no longer the canary (promoted or ended)."""
+    state = lifecycle.current_state(settings)
+    if state.canary != expect:
+        now = f"{state.canary} is the canary" if state.canary else "no canary runs"
+        raise ServeError(f"abandon of the canary {expect} refused: {now} (default {state.default})")
     apply(settings, None, 0)
     state.canary, state.canary_percent = None, 0.0
     state.save(settings)
-    lifecycle.say(f"canary of {candidate} abandoned: all of the default path to {state.default} again")
+    lifecycle.say(f"canary of {expect} abandoned: all of the default path to {state.default} again")
     return state
+
+
+@lifecycle.exclusive
+def undo(settings: ServeSettings, expect: str) -> State:
+    """``make rollback``: abandon the canary ``expect``, else roll the default ``expect`` back."""
+    if lifecycle.current_state(settings).canary is not None:
+        return abandon(settings, expect)
+    return lifecycle.rollback(settings, expect)

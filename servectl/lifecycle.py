@@ -10,18 +10,20 @@ unloaded only after its queue drained.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from handlers.model_card import ModelCard
-from servectl import model_config, versions
+from servectl import model_config, oplock, versions
 from servectl.errors import ServeError
 from servectl.management import Management
 from servectl.readiness import log_tail
@@ -32,6 +34,8 @@ from servectl.waiting import WaitTimeout, wait_for
 
 LIFECYCLE_CONFIG = SERVE_CONFIG / "lifecycle.yaml"
 PREFLIGHT_ROWS_PER_REQUEST = 8
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class LifecycleConfig:
     drain_timeout_s: float
     canary_percent: float
     watch_auto: bool
+    lock_timeout_s: float
+    expose_pinned_versions: bool
 
     @classmethod
     def load(cls, path: Path = LIFECYCLE_CONFIG) -> LifecycleConfig:
@@ -55,7 +61,20 @@ class LifecycleConfig:
             drain_timeout_s=float(doc["drain"]["timeout_seconds"]),
             canary_percent=float(doc["canary_percent"]),
             watch_auto=bool(doc["watch"]["auto"]),
+            lock_timeout_s=float(doc["lock_timeout_seconds"]),
+            expose_pinned_versions=bool(doc["proxy"]["expose_pinned_versions"]),
         )
+
+
+def exclusive(op: Callable[Concatenate[ServeSettings, P], R]) -> Callable[Concatenate[ServeSettings, P], R]:
+    """Run a lifecycle operation under the instance's lifecycle lock (servectl.oplock)."""
+
+    @functools.wraps(op)
+    def locked(settings: ServeSettings, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with oplock.held(settings, LifecycleConfig.load().lock_timeout_s):
+            return op(settings, *args, **kwargs)
+
+    return locked
 
 
 def say(message: str) -> None:
@@ -175,6 +194,7 @@ def current_state(settings: ServeSettings) -> State:
 # ---------------------------------------------------------------- the operations
 
 
+@exclusive
 def rollout(settings: ServeSettings, version: str, force: bool = False, timeout: float = 120.0) -> State:
     """Load ``version`` beside the default, check it, make it the default."""
     t0 = time.monotonic()
@@ -219,10 +239,24 @@ def make_room(settings: ServeSettings, state: State) -> None:
         raise ServeError(f"{len(state.loaded)} versions loaded, max_loaded_versions is {limit}: retire one first")
 
 
-def rollback(settings: ServeSettings) -> State:
-    """Make the previous default the default again (one call: it is still loaded)."""
+def expected_default(state: State, expect: str) -> None:
+    """Refuse to undo ``expect`` unless it is still the default the last operation set: a
+    rollback is a compare-and-swap, never a toggle (after the watcher rolled ``expect`` back,
+    an operator's ``make rollback`` must not make it the default again)."""
+    if state.default != expect:
+        raise ServeError(
+            f"rollback of {expect} refused: {state.default} is the default, not {expect} "
+            "(already rolled back, e.g. by the watcher: 'make versions' shows the state)"
+        )
+
+
+@exclusive
+def rollback(settings: ServeSettings, expect: str) -> State:
+    """Make the previous default the default again (one call: it is still loaded), if the
+    default is still ``expect``, the version this rollback means to undo."""
     t0 = time.monotonic()
     state = current_state(settings)
+    expected_default(state, expect)
     if state.previous is None:
         raise ServeError("no previous default is loaded: nothing to roll back to")
     Management(settings).set_default(state.previous)
@@ -232,6 +266,7 @@ def rollback(settings: ServeSettings) -> State:
     return state
 
 
+@exclusive
 def retire(settings: ServeSettings, version: str) -> State:
     """Unload a version that is not the default, once no request for it is in flight."""
     t0 = time.monotonic()
@@ -287,6 +322,7 @@ def drain(settings: ServeSettings, version: str) -> None:
         raise ServeError(f"{exc}: still getting requests, so it stays loaded") from None
 
 
+@exclusive
 def restore(settings: ServeSettings, timeout: float = 120.0) -> State:
     """After a start: load the other recorded versions and set the recorded default again
     (TorchServe 0.12 ignores defaultVersion at start-up)."""

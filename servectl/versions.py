@@ -118,10 +118,15 @@ class State:
 
     def save(self, settings: ServeSettings) -> None:
         """Atomically, so that a crash never leaves half a record for the next start."""
-        path = settings.run_dir / STATE_FILE
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomic(settings.run_dir / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a temp file beside ``path`` and rename it over ``path``: a reader (the next start,
+    an nginx reload) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def startup_archive(settings: ServeSettings) -> Path:

@@ -8,26 +8,32 @@ variation distance). Why is said in the log and in ``PREFIX_auto_rollbacks_total
 (the exporter reads the events file; an alert in serve_config/rules fires on it).
 
 The new version is judged on what it answered since the watch began; the previous version on
-all it answered since the start (its traffic may stop after a promote).
+all it answered since the start (its traffic may stop after a promote). A canary is judged only
+on the answers the split gave it, counted where its clients saw them (the canary proxy's
+``split.log``: TorchServe's own 5xx, "Worker died." and a full queue, count as much as the
+handler's); requests sent straight to its pinned-version path never count for or against it.
+
+A tick whose metrics cannot be read is retried at the next one; ``max_failed_ticks`` failed
+ticks in a row are a breach of their own (``scrape``): a watcher that cannot see must not go
+on pretending to protect.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.metric_names import PREFIX
-from servectl import canary, lifecycle
+from servectl import canary, lifecycle, processes
 from servectl.errors import ServeError
 from servectl.launch import EVENTS_FILE
 from servectl.settings import ServeSettings
+from servectl.watch_sources import Stats, deaths_between, scrape, split_answers, split_log_size, worker_pids
+
+__all__ = ["Stats", "WatchConfig", "breach", "watch"]  # tests import Stats from here
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class WatchConfig:
     max_error_ratio: float
     max_p99_ratio: float
     max_class_shift: float
+    max_failed_ticks: int
+    max_worker_deaths: int
 
     @classmethod
     def load(cls, path: Path = lifecycle.LIFECYCLE_CONFIG) -> WatchConfig:
@@ -49,66 +57,9 @@ class WatchConfig:
             max_error_ratio=float(doc["max_error_ratio"]),
             max_p99_ratio=float(doc["max_p99_ratio"]),
             max_class_shift=float(doc["max_class_shift"]),
+            max_failed_ticks=int(doc["max_failed_ticks"]),
+            max_worker_deaths=int(doc["max_worker_deaths"]),
         )
-
-
-@dataclass
-class Stats:
-    """One version's cumulative counters, as the exporter serves them."""
-
-    requests: float = 0.0
-    errors: float = 0.0  # answers with a 5xx code
-    buckets: dict[float, float] = field(default_factory=dict)  # handler_seconds: le -> cumulative count
-    classes: dict[str, float] = field(default_factory=dict)
-
-    def minus(self, earlier: Stats) -> Stats:
-        return Stats(
-            self.requests - earlier.requests,
-            self.errors - earlier.errors,
-            {le: n - earlier.buckets.get(le, 0.0) for le, n in self.buckets.items()},
-            {c: n - earlier.classes.get(c, 0.0) for c, n in self.classes.items()},
-        )
-
-    @property
-    def error_ratio(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p99(self) -> float:
-        """The upper bound of the bucket that holds the 99th percentile of batch handler times."""
-        total = max(self.buckets.values(), default=0.0)
-        for le in sorted(self.buckets):
-            if total and self.buckets[le] >= 0.99 * total:
-                return le
-        return 0.0
-
-    def class_mix(self) -> dict[str, float]:
-        total = sum(self.classes.values())
-        return {c: n / total for c, n in self.classes.items()} if total else {}
-
-
-def scrape(settings: ServeSettings) -> dict[str, Stats]:
-    """Every version's counters from the model-metrics exporter."""
-    try:
-        text = requests.get(f"{settings.model_metrics.url}/metrics", timeout=5).text
-    except requests.RequestException as exc:
-        raise ServeError(f"model metrics at {settings.model_metrics.url} not answering: {exc}") from None
-    stats: dict[str, Stats] = defaultdict(Stats)
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.labels.get("model_name") != settings.model_name or "model_version" not in s.labels:
-                continue
-            v = stats[s.labels["model_version"]]
-            if s.name == f"{PREFIX}_requests_total":
-                v.requests += s.value
-                v.errors += s.value if s.labels.get("code", "").startswith("5") else 0.0
-            elif s.name == f"{PREFIX}_handler_seconds_bucket":
-                le = float(s.labels["le"])
-                v.buckets[le] = v.buckets.get(le, 0.0) + s.value
-            elif s.name == f"{PREFIX}_predictions_total":
-                c = s.labels["predicted_class"]
-                v.classes[c] = v.classes.get(c, 0.0) + s.value
-    return dict(stats)
 
 
 def breach(new: Stats, old: Stats, config: WatchConfig) -> str | None:
@@ -135,32 +86,111 @@ def record(settings: ServeSettings, version: str, previous: str, reason: str) ->
         out.write(json.dumps(event) + "\n")
 
 
-def watch(settings: ServeSettings, config: WatchConfig | None = None) -> str | None:
-    """Watch the new version until the window ends (or the canary or default changes by hand);
-    roll back on a breach and return why (None when it held)."""
-    config = config or WatchConfig.load()
+@dataclass
+class Watch:
+    """One watch: the new version, the one it is compared with, and where its counts began."""
+
+    new: str
+    old: str
+    is_canary: bool
+    start: Stats
+    split_offset: int = 0
+    pids: dict[str, int] = field(default_factory=dict)  # the new version's workers at the last look
+    deaths: int = 0
+    failed_ticks: int = 0
+    server: int | None = None  # the pid of the TorchServe it watches: another one (a restart) ends the watch
+
+    def judged(self, settings: ServeSettings) -> tuple[Stats, Stats]:
+        """(the new version since the watch began, the old one since the start)."""
+        stats = scrape(settings)
+        new = stats.get(self.new, Stats()).minus(self.start)
+        if self.is_canary:
+            split = split_answers(settings, self.new, self.split_offset)
+            new.requests, new.errors = split.requests, split.errors
+        return new, stats.get(self.old, Stats())
+
+
+def begin(settings: ServeSettings) -> Watch:
     state = lifecycle.current_state(settings)
     new, old = (state.canary, state.default) if state.canary else (state.default, state.previous)
     if new is None or old is None:
         raise ServeError("nothing to watch: no canary, and no previous default loaded")
     start = scrape(settings).get(new, Stats())
-    lifecycle.say(f"watching {new} against {old} for {config.window_s:g} s")
+    pids = worker_pids(settings, new)
+    return Watch(new, old, state.canary is not None, start, split_log_size(settings), pids,
+                 server=processes.running_pid(settings))
+
+
+def died(settings: ServeSettings, watch: Watch, config: WatchConfig) -> str | None:
+    """A breach when more of the new version's workers died than ``max_worker_deaths``: each
+    death failed its whole batch with TorchServe's own "Worker died." (or a response timeout)."""
+    now = worker_pids(settings, watch.new)
+    watch.deaths += deaths_between(watch.pids, now)
+    watch.pids = now
+    if watch.deaths > config.max_worker_deaths:
+        return f"worker_deaths: {watch.deaths} worker(s) of {watch.new} died (max {config.max_worker_deaths})"
+    return None
+
+
+def tick(settings: ServeSettings, watch: Watch, config: WatchConfig) -> tuple[bool, str | None]:
+    """One look: (still watching, the breach if any). A failed look is retried at the next tick
+    until ``max_failed_ticks`` of them in a row, which is a breach. A watch ends when its server
+    stopped or restarted ('make stop'): the next start restores the record, not this watch."""
+    if processes.running_pid(settings) != watch.server:
+        lifecycle.say(f"watch of {watch.new} ended: the server it watched stopped or restarted")
+        return False, None
+    try:
+        state = lifecycle.current_state(settings)
+        if (state.canary or state.default) != watch.new:
+            lifecycle.say(f"watch of {watch.new} ended: changed by hand")
+            return False, None
+        new, old = watch.judged(settings)
+        dead = died(settings, watch, config)
+    except ServeError as exc:
+        watch.failed_ticks += 1
+        lifecycle.say(f"tick {watch.failed_ticks}/{config.max_failed_ticks} failed: {exc}")
+        if watch.failed_ticks >= config.max_failed_ticks:
+            return False, f"scrape: no metrics for {watch.failed_ticks} ticks in a row ({exc})"
+        return True, None
+    watch.failed_ticks = 0
+    reason = dead or breach(new, old, config)
+    return reason is None, reason
+
+
+@lifecycle.exclusive
+def roll_back(settings: ServeSettings, watch: Watch, reason: str) -> str | None:
+    """Undo the watched version under the lifecycle lock, if it is still what the watch began
+    with (an operator may have promoted or rolled back meanwhile): then record why."""
+    lifecycle.say(f"AUTO-ROLLBACK of {watch.new} to {watch.old}: {reason}")
+    try:
+        if watch.is_canary:
+            canary.abandon(settings, watch.new)
+        else:
+            lifecycle.rollback(settings, watch.new)
+    except ServeError as exc:
+        lifecycle.say(f"auto-rollback not done: {exc}")
+        return None
+    record(settings, watch.new, watch.old, reason)
+    return reason
+
+
+def watch(settings: ServeSettings, config: WatchConfig | None = None) -> str | None:
+    """Watch the new version until the window ends (or the canary or default changes by hand);
+    roll back on a breach and return why (None when it held)."""
+    config = config or WatchConfig.load()
+    return follow(settings, begin(settings), config)
+
+
+def follow(settings: ServeSettings, watched: Watch, config: WatchConfig) -> str | None:
+    """The ticks of one watch, from its beginning to the end of its window or a breach."""
+    lifecycle.say(f"watching {watched.new} against {watched.old} for {config.window_s:g} s")
     deadline = time.monotonic() + config.window_s
     while time.monotonic() < deadline:
         time.sleep(config.interval_s)  # the sampling period of a bounded watch, not a wait for a condition
-        state = lifecycle.current_state(settings)
-        if (state.canary or state.default) != new:
-            lifecycle.say(f"watch of {new} ended: changed by hand")
-            return None
-        stats = scrape(settings)
-        reason = breach(stats.get(new, Stats()).minus(start), stats.get(old, Stats()), config)
+        going, reason = tick(settings, watched, config)
         if reason:
-            lifecycle.say(f"AUTO-ROLLBACK of {new} to {old}: {reason}")
-            record(settings, new, old, reason)
-            if state.canary:
-                canary.abandon(settings, state)
-            else:
-                lifecycle.rollback(settings)
-            return reason
-    lifecycle.say(f"watch of {new} ended: no threshold breached in {config.window_s:g} s")
+            return roll_back(settings, watched, reason)
+        if not going:
+            return None
+    lifecycle.say(f"watch of {watched.new} ended: no threshold breached in {config.window_s:g} s")
     return None

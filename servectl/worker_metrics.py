@@ -23,10 +23,11 @@ from servectl.tokens import read_keys
 
 
 class WorkerCollector:
-    """Worker status, CPU seconds and resident memory of one model, at scrape time."""
+    """Worker status, CPU seconds and resident memory of every loaded version of one model, at
+    scrape time (a canary's dead workers must show as much as the default's)."""
 
     def __init__(self, management_url: str, model_name: str, key_file: Path | None = None, timeout: float = 2.0):
-        self.url = f"{management_url.rstrip('/')}/models/{model_name}"
+        self.url = f"{management_url.rstrip('/')}/models/{model_name}/all"
         self.model_name = model_name
         self.key_file = key_file
         self.timeout = timeout
@@ -34,37 +35,29 @@ class WorkerCollector:
     def describe(self) -> list[Any]:
         return []  # collected live: nothing to check at registration
 
-    def status(self) -> dict[str, Any] | None:
+    def status(self) -> list[dict[str, Any]]:
+        """Every loaded version's describe answer ([] when the management API gave none)."""
         key = read_keys(self.key_file).get("management") if self.key_file is not None else None
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
             resp = requests.get(self.url, headers=headers, timeout=self.timeout)
             data = resp.json() if resp.status_code == 200 else None
         except (requests.RequestException, ValueError):
-            return None
-        return data[0] if isinstance(data, list) and data else None
+            return []
+        return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
 
     def collect(self) -> Iterator[Any]:
-        status = self.status()
+        described = self.status()
         up = GaugeMetricFamily(
             f"{PREFIX}_management_up", "1 when the management API described the model", labels=["model_name"]
         )
-        up.add_metric([self.model_name], 1.0 if status else 0.0)
+        up.add_metric([self.model_name], 1.0 if described else 0.0)
         yield up
-        if not status:
+        if not described:
             return
-        model = [self.model_name, str(status.get("modelVersion", ""))]
         labels = ["model_name", "model_version"]
-        workers = status.get("workers", [])
-        by_status = Counter(str(w.get("status", "UNKNOWN")) for w in workers)
-        by_status.setdefault("READY", 0)  # an alert needs the zero, not an absent series
         count = GaugeMetricFamily(f"{PREFIX}_workers", "Workers of the model, by status", labels=[*labels, "status"])
-        for state, n in sorted(by_status.items()):
-            count.add_metric([*model, state], n)
-        yield count
         wanted = GaugeMetricFamily(f"{PREFIX}_workers_min", "minWorkers the model is configured for", labels=labels)
-        wanted.add_metric(model, float(status.get("minWorkers", 0)))
-        yield wanted
         cpu = CounterMetricFamily(
             f"{PREFIX}_worker_cpu_seconds",
             "CPU time (user + system) of each worker process",
@@ -75,14 +68,27 @@ class WorkerCollector:
             "Resident memory of each worker process",
             labels=[*labels, "worker"],
         )
-        for worker in workers:
-            usage = process_usage(worker.get("pid"))
-            if usage is not None:
-                name = str(worker.get("id", worker.get("pid")))
-                cpu.add_metric([*model, name], usage[0])
-                memory.add_metric([*model, name], usage[1])
-        yield cpu
-        yield memory
+        for status in described:
+            add_version(status, [self.model_name, str(status.get("modelVersion", ""))], count, wanted, cpu, memory)
+        yield from (count, wanted, cpu, memory)
+
+
+def add_version(
+    status: dict[str, Any], model: list[str], count: Any, wanted: Any, cpu: Any, memory: Any
+) -> None:
+    """One version's workers into the four families."""
+    workers = status.get("workers", [])
+    by_status = Counter(str(w.get("status", "UNKNOWN")) for w in workers)
+    by_status.setdefault("READY", 0)  # an alert needs the zero, not an absent series
+    for state, n in sorted(by_status.items()):
+        count.add_metric([*model, state], n)
+    wanted.add_metric(model, float(status.get("minWorkers", 0)))
+    for worker in workers:
+        usage = process_usage(worker.get("pid"))
+        if usage is not None:
+            name = str(worker.get("id", worker.get("pid")))
+            cpu.add_metric([*model, name], usage[0])
+            memory.add_metric([*model, name], usage[1])
 
 
 def process_usage(pid: Any) -> tuple[float, float] | None:

@@ -101,7 +101,7 @@ def test_the_default_and_the_loaded_versions_survive_a_restart(life, reference):
 
 def test_rollback_under_load_restores_the_previous_default_at_once(life, mix, built_card, reference):
     settings, _, old, new = life
-    result = step(life, mix, built_card, "rollback", lambda: lifecycle.rollback(settings))
+    result = step(life, mix, built_card, "rollback", lambda: lifecycle.rollback(settings, new))
     assert result.seconds < 5  # one set-default call, not a reload (a bound on a hang, not a speed claim)
     assert answering_version(settings, reference[0][:2].tolist()) == old
 
@@ -148,7 +148,7 @@ def test_promote_under_load_makes_the_canary_the_default(life, mix, built_card, 
     assert Management(settings).default_version() == new
     state = versions.State.load(settings)
     assert state is not None and (state.default, state.previous, state.canary) == (new, old, None)
-    result = step(life, mix, built_card, "rollback", lambda: lifecycle.rollback(settings), base_url=url)
+    result = step(life, mix, built_card, "rollback", lambda: lifecycle.rollback(settings, new), base_url=url)
     assert set(result.summary()["by_version"]) == {old, new}
 
 
@@ -156,9 +156,7 @@ def test_rollback_abandons_a_canary_under_load(life, mix, built_card, proxy_port
     settings, _, old, new = life
     url = f"http://127.0.0.1:{proxy_port}"
     canary.start_canary(settings, new, CANARY_PERCENT, port=proxy_port)
-    state = versions.State.load(settings)
-    assert state is not None
-    step(life, mix, built_card, "abandon canary", lambda: canary.abandon(settings, state), base_url=url)
+    step(life, mix, built_card, "abandon canary", lambda: canary.abandon(settings, new), base_url=url)
     via_proxy = replace(settings, inference=Endpoint("127.0.0.1", proxy_port))
     after = [answering_version(via_proxy, [[0.0] * len(built_card.feature_names)]) for _ in range(20)]
     assert set(after) == {old}
@@ -267,6 +265,6 @@ def test_at_most_max_loaded_versions_stay_loaded(life, monkeypatch):
     with pytest.raises(ServeError, match="max_loaded_versions is 2"):
         lifecycle.rollout(settings, new)  # default and previous are no spares
     assert set(Management(settings).versions()) == {old, bad}
-    lifecycle.rollback(settings)
+    lifecycle.rollback(settings, bad)
     lifecycle.retire(settings, bad)
     assert set(Management(settings).versions()) == {old}

@@ -13,7 +13,9 @@ from model import archive, export
 from servectl import canary, versions
 from servectl.errors import ServeError
 from servectl.settings import ServeSettings
-from servectl.watcher import Stats, WatchConfig, breach
+from servectl.watch_sources import deaths_between, split_answers
+from servectl.watcher import Stats, Watch, WatchConfig, breach, tick
+from tests.conftest import free_ports
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_an_archive_holds_its_card_and_test_split_and_a_version_never_means_two_
 
 
 CONFIG = WatchConfig(window_s=60, interval_s=1, min_requests=10, max_error_ratio=0.01, max_p99_ratio=3.0,
-                     max_class_shift=0.2)
+                     max_class_shift=0.2, max_failed_ticks=3, max_worker_deaths=0)
 
 
 def stats(requests: float, errors: float = 0, p99_bucket: float = 0.01, classes: dict[str, float] | None = None) -> Stats:
@@ -88,8 +90,46 @@ def test_the_watcher_judges_only_with_enough_answers_and_names_the_breach():
 
 
 def test_the_canary_split_rewrites_only_the_default_path(settings):
-    assert canary.split_config(settings, None, 0) == "# no canary\n"
+    assert canary.split_config(settings, None, 0).endswith("# no canary\n")
     snippet = canary.split_config(settings, "1.1", 10)
-    assert "rewrite ^/predictions/tiny$ /predictions/tiny/1.1 break;" in snippet
+    assert "rewrite ^/predictions/tiny$ /predictions/tiny/1.1 break;" in snippet and "set $canary_split 1;" in snippet
     with pytest.raises(ServeError):
         canary.split_config(settings, "1.1; evil", 10)
+
+
+def test_a_failed_tick_is_retried_and_a_sustained_failure_is_a_breach(settings):
+    """Nothing answers on these ports (real refused connections): each tick fails, the watch
+    goes on, and the max_failed_ticks-th failure in a row is a breach of its own."""
+    gone = settings.with_ports(*free_ports(3), model_metrics=free_ports(1)[0])
+    watched = Watch("1.1", "1.0", True, Stats())
+    assert [tick(gone, watched, CONFIG) for _ in range(CONFIG.max_failed_ticks - 1)] == [(True, None)] * 2
+    going, reason = tick(gone, watched, CONFIG)
+    assert not going and (reason or "").startswith("scrape: no metrics for 3 ticks"), reason
+
+
+def test_a_worker_whose_process_changed_or_went_away_died():
+    assert deaths_between({"9000": 11, "9001": 12}, {"9000": 11, "9001": 12}) == 0
+    assert deaths_between({"9000": 11, "9001": 12}, {"9000": 13, "9001": 12}) == 1  # restarted
+    assert deaths_between({"9000": 11, "9001": 12}, {"9001": 12}) == 1  # gone, not yet back
+    assert deaths_between({"9001": 12}, {"9000": 14, "9001": 12}) == 0  # back: counted when it went
+
+
+def test_the_split_log_counts_only_the_split_answers_after_the_offset(settings):
+    log = canary.proxy_dir(settings) / canary.SPLIT_LOG
+    log.parent.mkdir(parents=True)
+    old = '{"time":1.0,"status":500,"uri":"/predictions/tiny/1.1"}\n'
+    lines = ['{"time":2.0,"status":200,"uri":"/predictions/tiny/1.1"}', '{"time":2.1,"status":500,"uri":"/predictions/tiny/1.1"}',
+             '{"time":2.2,"status":502,"uri":"/predictions/tiny/1.1"}', '{"time":2.3,"status":500,"uri":"/predictions/tiny/1.2"}',
+             '{"time":2.4,"status":4']  # the last one being written
+    log.write_text(old + "\n".join(lines))
+    seen = split_answers(settings, "1.1", len(old))
+    assert (seen.requests, seen.errors) == (3, 2)
+
+
+def test_a_watch_ends_when_its_server_stopped_or_restarted(settings):
+    """'make stop' (or a restart) ends the watch: it must not count failed ticks and then roll
+    back on the next instance the run folder starts."""
+    gone = settings.with_ports(*free_ports(3), model_metrics=free_ports(1)[0])
+    watched = Watch("1.1", "1.0", False, Stats(), server=2**22 + 1)  # not this run folder's TorchServe
+    assert tick(gone, watched, CONFIG) == (False, None)
+    assert watched.failed_ticks == 0
