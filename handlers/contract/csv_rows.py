@@ -11,7 +11,7 @@ import io
 import numpy as np
 import torch
 
-from handlers.contract.validation import FLOAT32_MAX, RequestError, Schema, _checked, bad
+from handlers.contract.validation import RequestError, Schema, _checked, bad
 
 
 def rows_from_csv(text: str, schema: Schema) -> torch.Tensor:
@@ -47,7 +47,7 @@ def _fast_rows(text: str, schema: Schema) -> torch.Tensor | None:
         return None
     if arr.shape[0] == 0 or arr.shape[1] != schema.n_features or arr.shape[0] > schema.max_rows:
         return None
-    if not bool((np.abs(arr) <= FLOAT32_MAX).all()):  # False for NaN and infinities too
+    if not schema.holds(arr):
         return None
     if order is not None:
         arr = arr[:, order]
@@ -95,7 +95,7 @@ def _rows_with_places(text: str, schema: Schema) -> torch.Tensor:
         raise bad("invalid_csv", "body: the CSV rows could not be read as numbers") from None
     if order is not None:
         arr = arr[:, order]
-    return _checked(arr, lambda i, j: f"line {lines[i]}, column {names[j]}")
+    return _checked(arr, schema, lambda i, j: f"line {lines[i]}, column {names[j]}")
 
 
 def _csv_header_order(header: list[str], schema: Schema) -> list[int]:

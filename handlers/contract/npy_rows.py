@@ -36,4 +36,4 @@ def rows_from_npy(raw: bytes, schema: Schema) -> torch.Tensor:
     names = schema.feature_names
     if not arr.dtype.isnative:  # torch refuses big-endian arrays (a ValueError, then a 5xx)
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    return _checked(arr, lambda i, j: f"rows[{i}][{j}] ({names[j]})")
+    return _checked(arr, schema, lambda i, j: f"rows[{i}][{j}] ({names[j]})")
