@@ -122,17 +122,18 @@ def _check_unique_keys(raw: bytes, doc: Any) -> None:
 
 def _key_count(doc: Any) -> int:
     """The keys of the objects in a decoded document, to compare with the colons of its text:
-    fewer keys than colons means a key given twice or a colon inside a string. Lists whose
-    first item is no container are not walked (rows of numbers); an object missed there only
-    sends the body through the exact check."""
+    fewer keys than colons means a key given twice or a colon inside a string. Counted in C
+    where rows are (a list of objects: their lengths, their values not walked; a list of
+    anything else: not walked). An object missed so only sends the body through the exact
+    check, never past it: the count can only fall short."""
     count, todo = 0, [doc]
     while todo:
         item = todo.pop()
         if isinstance(item, dict):
             count += len(item)
             todo.extend(v for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list) and item and isinstance(item[0], (dict, list)):
-            todo.extend(v for v in item if isinstance(v, (dict, list)))
+        elif isinstance(item, list) and item and set(map(type, item)) == {dict}:
+            count += sum(map(len, item))
     return count
 
 
