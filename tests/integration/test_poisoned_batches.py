@@ -8,6 +8,7 @@ keep returning the model card."""
 from __future__ import annotations
 
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -49,9 +50,9 @@ def poisoned(x: torch.Tensor, live) -> list[tuple[str, str, bytes, dict[str, str
         ("predictions", JSON, b'{"instances": []}', {"describe": "True"}, 400, "empty_input"),
         ("predictions", "application/x-www-form-urlencoded", b"", {"describe": "True"}, 415, "unsupported_media_type"),
         ("predictions", "text/csv", oversize, {}, 413, "too_many_rows"),
-        ("predictions", JSON, b'{"instances": [%s]}' % str(huge).encode(), {}, 400, "out_of_range"),
+        ("predictions", JSON, json.dumps({"instances": [huge]}).encode(), {}, 400, "out_of_range"),
         ("predictions", "application/x-npy", npy(np.array([row], dtype=np.longdouble)), {}, 400, "invalid_npy"),
-        ("explanations", JSON, b'{"instances": [%s]}' % str(row).encode(), {"X-Explain-Target": "\u00b2"},
+        ("explanations", JSON, json.dumps({"instances": [row]}).encode(), {"X-Explain-Target": "\u00b2"},
          400, "invalid_target"),
     ]  # fmt: skip
 
@@ -68,7 +69,7 @@ def test_poisoned_requests_fail_alone_and_their_batches_answer_everyone_else(
         i, crafted = job
         if crafted is None:  # innocent; some carry the describe header a client may send
             headers = {"Content-Type": JSON, **({"describe": "True"} if i % 4 == 2 else {})}
-            body = ('{"instances": [%s]}' % x[i % len(x)].tolist()).encode()
+            body = json.dumps({"instances": [x[i % len(x)].tolist()]}).encode()
             path = "predictions"
         else:
             path, content_type, body, extra, _, _ = crafted
