@@ -43,18 +43,21 @@ def poisoned(x: torch.Tensor, live) -> list[tuple[str, str, bytes, dict[str, str
     """(path, content type, body, headers, status, type) of each crafted request."""
     row = x[0].tolist()
     huge = [3e38] + row[1:]
-    limit = int(live.properties["max_request_size"])
-    line = (",".join(["0.5"] * len(row)) + "\n").encode()
-    oversize = line * ((limit - 1024) // len(line))  # under the frontend's limit, far over the rows'
     return [
         ("predictions", JSON, b'{"instances": []}', {"describe": "True"}, 400, "empty_input"),
         ("predictions", "application/x-www-form-urlencoded", b"", {"describe": "True"}, 415, "unsupported_media_type"),
-        ("predictions", "text/csv", oversize, {}, 413, "too_many_rows"),
+        ("predictions", "text/csv", oversize(4 << 20, len(row)), {}, 413, "too_many_rows"),  # what nginx passes
         ("predictions", JSON, json.dumps({"instances": [huge]}).encode(), {}, 400, "out_of_range"),
         ("predictions", "application/x-npy", npy(np.array([row], dtype=np.longdouble)), {}, 400, "invalid_npy"),
         ("explanations", JSON, json.dumps({"instances": [row]}).encode(), {"X-Explain-Target": "\u00b2"},
          400, "invalid_target"),
     ]  # fmt: skip
+
+
+def oversize(size: int, n_features: int) -> bytes:
+    """A CSV of ``size`` bytes: far over the row limit."""
+    line = (",".join(["0.5"] * n_features) + "\n").encode()
+    return line * (size // len(line))
 
 
 def test_poisoned_requests_fail_alone_and_their_batches_answer_everyone_else(
@@ -64,6 +67,8 @@ def test_poisoned_requests_fail_alone_and_their_batches_answer_everyone_else(
     base = live.inference.url
     bad = poisoned(x, live)
     jobs: list[tuple[int, object]] = [(i, bad[i % len(bad)] if i % 4 == 0 else None) for i in range(96)]
+    limit = int(live.properties["max_request_size"])  # and one just under the frontend's limit
+    jobs[49] = (49, ("predictions", "text/csv", oversize(limit - 1024, x.shape[1]), {}, 413, "too_many_rows"))
 
     def send(job):
         i, crafted = job
