@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# the content types whose empty body TorchServe's frontend turns into no parameter at all
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
 
 class Described:
     """The place in a batch of TorchServe's own describe request (one value: DESCRIBED)."""
@@ -26,15 +29,15 @@ def is_describe(context: Any, idx: int, request: dict[str, Any]) -> bool:
     batch queue like a prediction, at any index, so it is answered in its place.
 
     TorchServe copies a client's headers into every inference request, ``describe`` too. Such
-    a request carries a body (a raw body always arrives as parameter "body") and, on the
-    /predictions, /explanations and KServe paths, the ``explain`` header those endpoints add:
-    it is a prediction like any other (issue 25: it made one answer for the whole batch, and
-    TorchServe failed every request in it with 503). Left: /invocations and the legacy
-    /<name>/predict path add no ``explain``, so an empty form post there with the header gets
-    the card, as its one answer (the proxy strips the header and allows neither path).
+    a request carries a parameter unless its body went through the frontend's form decoder
+    (a raw body always arrives as parameter "body"), and a form needs a form content type;
+    the /predictions, /explanations and KServe paths also add the ``explain`` header. So a
+    request with either is a prediction like any other (issue 25: one answer for the whole
+    batch, which TorchServe failed with 503 for every request in it; alone, the model card on
+    the inference port, which an empty form post to the legacy /<name>/predict path still got).
     """
-    return (
-        not request
-        and context.get_request_header(idx, "describe") == "True"
-        and context.get_request_header(idx, "explain") is None
-    )
+    if request or context.get_request_header(idx, "describe") != "True":
+        return False
+    headers = {str(k).lower(): v for k, v in (context.get_all_request_header(idx) or {}).items()}
+    content_type = str(headers.get("content-type", "")).split(";", 1)[0].strip().lower()
+    return "explain" not in headers and content_type not in FORM_TYPES

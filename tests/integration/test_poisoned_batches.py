@@ -46,6 +46,7 @@ def poisoned(x: torch.Tensor, live) -> list[tuple[str, str, bytes, dict[str, str
     return [
         ("predictions", JSON, b'{"instances": []}', {"describe": "True"}, 400, "empty_input"),
         ("predictions", "application/x-www-form-urlencoded", b"", {"describe": "True"}, 415, "unsupported_media_type"),
+        ("legacy", "application/x-www-form-urlencoded", b"", {"describe": "True"}, 415, "unsupported_media_type"),
         ("predictions", "text/csv", oversize(4 << 20, len(row)), {}, 413, "too_many_rows"),  # what nginx passes
         ("predictions", JSON, json.dumps({"instances": [huge]}).encode(), {}, 400, "out_of_range"),
         ("predictions", "application/x-npy", npy(np.array([row], dtype=np.longdouble)), {}, 400, "invalid_npy"),
@@ -79,8 +80,9 @@ def test_poisoned_requests_fail_alone_and_their_batches_answer_everyone_else(
         else:
             path, content_type, body, extra, _, _ = crafted
             headers = {"Content-Type": content_type, **extra}
-        return job, requests.post(f"{base}/{path}/{built_card.model_name}", data=body, headers=headers,
-                                  timeout=ANSWER_TIMEOUT)
+        name = built_card.model_name
+        url = f"{base}/{name}/predict" if path == "legacy" else f"{base}/{path}/{name}"  # TorchServe's legacy path
+        return job, requests.post(url, data=body, headers=headers, timeout=ANSWER_TIMEOUT)
 
     describe_url = f"{live.management.url}/models/{built_card.model_name}?customized=true"
     with ThreadPoolExecutor(16) as pool:

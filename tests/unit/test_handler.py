@@ -237,10 +237,12 @@ def test_a_client_describe_header_neither_poisons_the_batch_nor_returns_the_card
     its own describe requests with predictions, at any index. Each request gets its own answer."""
     good = {"instances": rows[:2].tolist()}
     alone = predict(worker, good)[0].json()["predictions"]
-    batch = [client_describe(good), request(good, rid="p"), describe_request(), client_describe(b"", rid="e")]
+    legacy = {"requestId": b"l", "parameters": [], "headers": [  # an empty form post to /<name>/predict
+        {"name": b"Content-Type", "value": b"application/x-www-form-urlencoded"}, {"name": b"describe", "value": b"True"}]}
+    batch = [client_describe(good), request(good, rid="p"), describe_request(), client_describe(b"", rid="e"), legacy]
     code, answers = decode(worker.predict(batch))
-    assert code == 200 and len(answers) == 4
-    assert [a.status for a in answers] == [200, 200, 200, 400]
+    assert code == 200 and len(answers) == 5
+    assert [a.status for a in answers] == [200, 200, 200, 400, 415]
     for answer in answers[:2]:
         got = answer.json()["predictions"]
         assert [p["label"] for p in got] == [p["label"] for p in alone]
