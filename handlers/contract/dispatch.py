@@ -10,7 +10,7 @@ import orjson
 
 from handlers.contract.csv_rows import rows_from_csv
 from handlers.contract.instances import rows_from_instances
-from handlers.contract.limits import check_csv_size, check_json_size
+from handlers.contract.limits import bounded_csv, check_json_size
 from handlers.contract.npy_rows import rows_from_npy
 from handlers.contract.v2 import parse_v2
 from handlers.contract.validation import Parsed, RequestError, Schema, _kind, bad
@@ -31,9 +31,7 @@ def parse_request(body: Any, content_type: str | None, schema: Schema) -> Parsed
     if kind == JSON or kind.endswith("+json"):
         return parse_json(body, schema)
     if kind == CSV:
-        raw = _bytes(body)
-        check_csv_size(raw, schema)
-        return Parsed(rows_from_csv(_csv_text(raw), schema))
+        return Parsed(rows_from_csv(_csv_text(bounded_csv(_bytes(body), schema)), schema))
     if kind in (NPY, "application/npy"):
         return Parsed(rows_from_npy(_bytes(body), schema))
     raise unsupported(kind)

@@ -512,3 +512,18 @@ def test_a_body_at_the_row_limit_is_still_read():
     doc = {"instances": named, "target": ["a"] * 50, "baseline": ROW, "id": "x,y,z"}
     assert parse_request(json.dumps(doc, indent=2).encode(), JSON, SCHEMA).rows.shape == (50, 10)
     assert parse_request(json.dumps(v2(rows)).encode(), JSON, SCHEMA).rows.shape == (50, 10)
+
+
+@pytest.mark.parametrize("body", [b"\n" * (16 << 20), b"1,2,3,4,5,6,7,8,9,10" + b"\n" * (16 << 20)], ids=["blank", "blank tail"])
+def test_a_16_mib_run_of_blank_lines_is_not_parsed(body):
+    """Blank lines carry no rows, so the limits do not count trailing ones; the parsers then
+    spent 5-8 s skipping 16 MiB of them (a Python loop, and the csv module line by line)."""
+    import time
+
+    started = time.perf_counter()
+    try:
+        got: object = parse_request(body, CSV, Schema(SYNTHETIC_FEATURES, max_rows=10_000)).rows.shape
+    except RequestError as exc:
+        got = exc.type
+    assert got == ("empty_input" if body.startswith(b"\n") else (1, 10))
+    assert time.perf_counter() - started < 1.0
