@@ -85,7 +85,10 @@ artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/expor
 
 archive: $(MAR) ## export as VARIANT (torchscript, int8, onnx, export); package NAME.mar and NAME-VERSION.mar beside the other versions (VERSION=x.y)
 
-$(MAR): artifacts/metadata.json model/archive.py $(wildcard handlers/*.py handlers/*/*.py) serve_config/model-config.yaml
+# model.archive also records each archive's sha256 beside the store (servectl.digests): a missing
+# record rebuilds the archive, since servectl refuses an archive without one
+archive serve serve-bg test bench bench-sweep bench-lifecycle soak: model_store.sha256
+$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/digests.py $(wildcard handlers/*.py handlers/*/*.py) serve_config/model-config.yaml
 	$(PY) -m model.archive $(if $(FORCE),--force)
 	printf 'SEED ?= %s\nVERSION ?= %s\n' '$(SEED)' '$(VERSION)' > build/last-build.mk
 
@@ -144,7 +147,7 @@ lint: setup ## ruff over the Python code, mypy over the packages
 	$(PY) -m mypy
 
 clean: stop ## remove everything the targets build (not the venv)
-	rm -rf artifacts build model_store .run .pytest_cache
+	rm -rf artifacts build model_store model_store.sha256 .run .pytest_cache
 
 # ---- deployment (docker/, deploy/; README "Running in production") ----
 COMPOSE := docker compose -f docker/docker-compose.yml

@@ -61,14 +61,15 @@ def verify(archive: Path) -> str:
     want = read(archive.parent).get(archive.name)
     if want is None:
         raise ServeError(
-            f"{archive}: no digest recorded for it in {manifest}; only archives built by 'make archive' "
-            "(model.archive, which records them) are served: rebuild it"
+            f"{archive}: no digest recorded for it in {manifest}: servectl serves only archives that "
+            "model.archive built and recorded (delete it and rebuild it with 'make archive')"
         )
     actual = sha256_of(archive)
     if actual != want:
         raise ServeError(
             f"{archive}: sha256 {actual} is not the {want} recorded in {manifest} when it was built: "
-            "the archive was changed after it was built, refusing to serve it (rebuild it with 'make archive')"
+            "the archive was changed after it was built, refusing to serve it (delete it and rebuild it with "
+            "'make archive')"
         )
     return actual
 
