@@ -11,39 +11,26 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import requests
 
 from handlers.model_card import VARIANTS
-from tests.conftest import ANSWER_TIMEOUT, SHIPPED, free_ports
-from tests.e2e.test_lifecycle_makefile import copy_of_repo
+from tests.conftest import ANSWER_TIMEOUT, SHIPPED
 from tests.e2e.test_makefile import readme_curl
 
 ORDER = [*(v for v in VARIANTS if v != "torchscript"), "torchscript"]  # and back to the default
 
 
-def make(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "-s", *args], cwd=repo, capture_output=True, text=True, timeout=timeout)
+def make(where: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "-s", *args], cwd=where, capture_output=True, text=True, timeout=timeout)
 
 
-def readme_answer(repo: Path, port: int) -> dict:
+def readme_answer(where: Path, port: int) -> dict:
     command = readme_curl().replace(SHIPPED.inference.url, f"http://127.0.0.1:{port}")
-    out = subprocess.run(["bash", "-c", command + " -w '\\n%{http_code}'"], cwd=repo, capture_output=True,
+    out = subprocess.run(["bash", "-c", command + " -w '\\n%{http_code}'"], cwd=where, capture_output=True,
                          text=True, timeout=ANSWER_TIMEOUT)
     body, status = out.stdout.rsplit("\n", 1)
     assert status == "200", out.stdout + out.stderr
     return json.loads(body)
-
-
-@pytest.fixture
-def repo(tmp_path):
-    copy = copy_of_repo(tmp_path / "repo")
-    ports = free_ports(4)
-    serve_args = f"SERVE_ARGS=--run-dir {tmp_path / 'run'} --ports {','.join(map(str, ports))}"
-    try:
-        yield copy, serve_args, ports
-    finally:
-        make(copy, "stop", serve_args, timeout=120)
 
 
 def test_every_variant_archives_and_serves_under_the_same_version_and_back(repo, built_card):
