@@ -71,13 +71,9 @@ def probabilities(artifacts: Path, x: np.ndarray) -> np.ndarray:
 def build_version(out: Path, store: Path, name: str, version: str, seed: int) -> Path:
     """Train (synthetic data, ``seed``), export and archive one version into ``store``;
     returns its artifacts folder. ``store``'s NAME.mar is left as it was."""
-    latest = store / f"{name}.mar"
-    kept = latest.read_bytes() if latest.is_file() else None
     train.run(make_synthetic(seed=seed), train.TrainConfig(seed=seed), out, "synthetic")
     export.export(name, version, out)
-    archive.archive(out, store, build=out / "build")
-    if kept is not None:
-        latest.write_bytes(kept)
+    archive.archive(out, store, build=out / "build", latest=False)
     return out
 
 

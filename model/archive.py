@@ -99,7 +99,11 @@ def archive(
     build: Path = BUILD,
     config: Path = MODEL_CONFIG,
     force: bool = False,
+    latest: bool = True,
 ) -> Path:
+    """Build the archive into ``store``: ``NAME-VERSION.mar`` and, with ``latest``, ``NAME.mar``
+    (a candidate version built beside a serving default leaves ``NAME.mar`` alone); the path
+    of the last one written."""
     card = ModelCard.load(artifacts / METADATA_FILE)
     card.verify_model_file(artifacts / card.model_file)
     versioned = store / f"{card.model_name}-{card.version}.mar"
@@ -141,11 +145,11 @@ def archive(
         env=env,
     )
     built = staged / f"{card.model_name}.mar"
-    mar = store / built.name
-    place(built, versioned)
-    place(built, mar)
-    digests.record(store, [versioned, mar])
-    return mar
+    written = [versioned, *([store / built.name] if latest else [])]
+    for target in written:
+        place(built, target)
+    digests.record(store, written)
+    return written[-1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,10 +179,7 @@ def bad_candidate(settings: ServeSettings, work: Path, good: Path, version: str)
     card = export.export(settings.model_name, version, work)
     good_metrics = ModelCard.load(good / METADATA_FILE).metrics  # the accuracy it claims, and misses
     ModelCard.from_dict({**card.to_dict(), "metrics": good_metrics}).save(work / METADATA_FILE)
-    latest = settings.model_store / f"{settings.model_name}.mar"
-    kept = latest.read_bytes()
-    archive.archive(work, settings.model_store, build=work / "build")
-    latest.write_bytes(kept)
+    archive.archive(work, settings.model_store, build=work / "build", latest=False)
 
 
 def test_the_watcher_rolls_a_bad_canary_back_under_load_and_says_why(life, mix, built_card, proxy_port, tmp_path):

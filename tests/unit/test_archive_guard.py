@@ -113,3 +113,18 @@ def test_each_archive_digest_is_recorded_outside_the_store(work, tmp_path):
     shutil.copy2(store / "tiny-0.1.mar", store / "tiny-0.2.mar")
     with pytest.raises(ServeError, match="no digest recorded"):
         digests.verify(store / "tiny-0.2.mar")
+
+
+def test_a_candidate_built_beside_the_default_leaves_name_mar_and_its_record_alone(work, tmp_path):
+    """latest=False (a version built for a rollout next to a serving default): only
+    NAME-VERSION.mar is written, and both archives still pass servectl's check."""
+    store, build = tmp_path / "store", tmp_path / "build"
+    archive.archive(work, store, build)
+    before = (store / "tiny.mar").read_bytes()
+    other = other_training(work, tmp_path / "other")
+    export.export("tiny", "0.2", other)
+    assert archive.archive(other, store, build, latest=False) == store / "tiny-0.2.mar"
+    assert (store / "tiny.mar").read_bytes() == before
+    for name in ("tiny.mar", "tiny-0.1.mar", "tiny-0.2.mar"):
+        digests.verify(store / name)
+    assert versions.card_of(store / "tiny-0.2.mar").version == "0.2"
