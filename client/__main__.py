@@ -142,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--model", help="model name (default $MODEL_NAME or tabular_classifier)")
     common.add_argument("--version", help="pin requests to this model version (default: the server's default)")
     common.add_argument("--token", help="inference token, when the server wants one ($MODEL_TOKEN)")
+    common.add_argument("--retry-seconds", type=float,
+                        help="start no resend later than this after a call's first attempt (default 30)")
     rows = argparse.ArgumentParser(add_help=False)
     rows.add_argument("--csv", help="CSV file to send (one row per line, optional header); default JSON rows on stdin")
     rows.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -173,7 +175,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     client = Client(ClientConfig.from_env(inference_url=args.url, management_url=args.management_url,
-                                          model=args.model, token=args.token, version=args.version))
+                                          model=args.model, token=args.token, version=args.version,
+                                          retry_seconds=args.retry_seconds))
     try:
         return int(args.func(args, client))
     except InputError as exc:

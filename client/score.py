@@ -155,9 +155,12 @@ class Scorer:
         try:
             resp = self._client().post_for(CSV, body, accept=NPY, retries=self.retries, on_resend=self._count_retry)
         except PredictionError as exc:
+            rows = f"data rows {chunk.first_row}-{chunk.first_row + len(chunk.lines) - 1}"
             if exc.transient:
-                raise ScoreError(f"{path}: gave up after {self.retries} retries on data rows "
-                                 f"{chunk.first_row}-{chunk.first_row + len(chunk.lines) - 1}: {exc}") from exc
+                raise ScoreError(f"{path}: gave up after {self.retries} retries or {self.config.retry_seconds:g} s "
+                                 f"on {rows}: {exc}") from exc
+            if exc.status == 0:  # sent, then timed out or dropped: not resent, the server may have run it
+                raise ScoreError(f"{path}: no answer for {rows} (not resent): {exc}") from exc
             where = _where(exc, chunk, header, path)
             raise ScoreError(f"the server refused {where} ({exc.status} {exc.type})") from exc
         scores = Client.scores(resp)

@@ -110,7 +110,7 @@ def test_a_read_timeout_is_not_resent(counting, tmp_path):
     with pytest.raises(ScoreError) as info, open(tmp_path / "out.csv", "wb") as out:
         scorer.run(src, out)
     assert Counting.hits == ["slow"], info.value
-    assert "timed out" in str(info.value)
+    assert "no answer for data rows 0-0 (not resent)" in str(info.value) and "timed out" in str(info.value)
 
 
 def test_the_total_time_budget_ends_the_resends(counting):
@@ -188,3 +188,16 @@ def test_score_on_a_file_without_data_rows_says_so_and_exits_2(counting, tmp_pat
     assert proc.returncode == 2, stderr
     assert f"client: error: {src} has no data rows: nothing to score, {out} not written" in stderr
     assert Counting.hits == [] and not list(tmp_path.glob("scored.csv*"))
+
+
+def test_the_command_line_takes_the_time_budget(counting, tmp_path):
+    """score --retries 100 --retry-seconds 0.5 against a 503-only server: the time budget ends it."""
+    src = tmp_path / "rows.csv"
+    src.write_text("1,2\n")
+    started = time.monotonic()
+    proc = score_cli(counting, str(src), "--out", str(tmp_path / "scored.csv"), "--retries", "100",
+                     "--retry-seconds", "0.5", "--version", "busy", "--connections", "1")
+    _, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - started
+    assert proc.returncode == 1 and "gave up after 100 retries or 0.5 s" in stderr, stderr
+    assert 2 <= len(Counting.hits) < 101 and took < 10, (len(Counting.hits), took)
