@@ -25,7 +25,7 @@ official_or_standin() {
   standin="local/$name-standin:bookworm"
   docker/base-image.sh "$LOCAL_BASE" >/dev/null
   echo "$official cannot be pulled: building $standin from Debian's packages" >&2
-  docker build -q --network host --build-arg BASE_IMAGE="$LOCAL_BASE" -f "docker/standins/$name.Dockerfile" -t "$standin" . >/dev/null
+  docker build -q --network host --build-arg BASE_IMAGE="$LOCAL_BASE" -f "docker/standins/$name.Dockerfile" -t "$standin" docker/standins >/dev/null
   echo "$standin"
 }
 

@@ -1,4 +1,4 @@
-# Stand-in for the official nginx image where no registry can be reached (make compose-up
+# Stand-in for the official nginx image (context: docker/standins/) where no registry can be reached (make compose-up
 # builds it only then): Debian bookworm's nginx, rendering /etc/nginx/templates/*.template into
 # /etc/nginx/conf.d/ at start like the official image's entrypoint (envsubst of the defined
 # variables only), logging to the container's output.
@@ -13,7 +13,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default \
     && ln -sf /dev/stdout /var/log/nginx/access.log \
     && ln -sf /dev/stderr /var/log/nginx/error.log
-COPY docker/standins/nginx-entrypoint.sh /docker-entrypoint.sh
+COPY nginx-entrypoint.sh /docker-entrypoint.sh
 EXPOSE 8080
 STOPSIGNAL SIGQUIT
 ENTRYPOINT ["/docker-entrypoint.sh"]
