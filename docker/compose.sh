@@ -6,6 +6,7 @@
 #                              up -d --wait: returns once every service is healthy
 #   compose.sh rollout IMAGE   each replica in turn recreated from IMAGE, the next one only once
 #                              it is healthy (nginx sends to the other meanwhile)
+#   compose.sh image NAME      the nginx or prometheus image this engine runs (official or stand-in)
 #   compose.sh ARGS...         any other compose command (down, ps, logs ...)
 set -eu
 cd "$(dirname "$0")/.."
@@ -30,10 +31,16 @@ official_or_standin() {
 }
 
 case "${1:-up}" in
+  image)
+    case "$2" in
+      nginx) official_or_standin nginx:1.28.0-alpine nginx ;;
+      prometheus) official_or_standin prom/prometheus:v3.4.1 prometheus ;;
+      *) echo "usage: $0 image nginx|prometheus" >&2; exit 2 ;;
+    esac ;;
   up)
     shift
-    NGINX_IMAGE="${NGINX_IMAGE:-$(official_or_standin nginx:1.28.0-alpine nginx)}"
-    PROMETHEUS_IMAGE="${PROMETHEUS_IMAGE:-$(official_or_standin prom/prometheus:v3.4.1 prometheus)}"
+    NGINX_IMAGE="${NGINX_IMAGE:-$("$0" image nginx)}"
+    PROMETHEUS_IMAGE="${PROMETHEUS_IMAGE:-$("$0" image prometheus)}"
     export NGINX_IMAGE PROMETHEUS_IMAGE
     compose up -d --no-build --wait --wait-timeout "${WAIT_SECONDS:-300}" "$@" ;;
   rollout)

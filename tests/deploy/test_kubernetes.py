@@ -204,7 +204,7 @@ def test_the_memory_limit_covers_the_jvm_and_the_workers(resources):
     limits = {
         "kubernetes": container(resources)["resources"]["limits"]["memory"],
         "kserve": isvc["spec"]["predictor"]["model"]["resources"]["limits"]["memory"],
-        "compose": compose["services"]["torchserve"]["deploy"]["resources"]["limits"]["memory"],
+        "compose": compose["services"]["torchserve-a"]["deploy"]["resources"]["limits"]["memory"],
     }
     assert len({mebibytes(v) for v in limits.values()}) == 1, f"one memory limit everywhere: {limits}"
     for where, limit in limits.items():
