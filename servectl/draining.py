@@ -11,33 +11,28 @@ sends elsewhere), that is every request the server accepted.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
 
 from servectl.errors import ServeError
-from servectl.lifecycle import requests_counted
+from servectl.lifecycle import LIFECYCLE_CONFIG, requests_counted
 from servectl.management import Management
-from servectl.settings import SERVE_CONFIG, ServeSettings
+from servectl.settings import ServeSettings
 from servectl.waiting import WaitTimeout, wait_for
 
 
-@dataclass(frozen=True)
-class StopConfig:
-    quiet_s: float
-    timeout_s: float
-
-    @classmethod
-    def load(cls) -> StopConfig:
-        doc = yaml.safe_load((SERVE_CONFIG / "lifecycle.yaml").read_text())["stop"]
-        return cls(quiet_s=float(doc["quiet_seconds"]), timeout_s=float(doc["timeout_seconds"]))
+def stop_config(path: Path = LIFECYCLE_CONFIG) -> tuple[float, float]:
+    """(quiet_seconds, timeout_seconds) of the ``stop`` section."""
+    doc = yaml.safe_load(path.read_text())["stop"]
+    return float(doc["quiet_seconds"]), float(doc["timeout_seconds"])
 
 
-def drain(settings: ServeSettings, config: StopConfig | None = None) -> bool:
+def drain(settings: ServeSettings) -> bool:
     """Wait until the model is quiet; True if it was within the timeout (False: stop anyway)."""
-    config = config or StopConfig.load()
+    quiet_s, timeout_s = stop_config()
     api = Management(settings)
 
     def arrived(loaded: dict[str, dict[str, Any]]) -> float:
@@ -50,13 +45,13 @@ def drain(settings: ServeSettings, config: StopConfig | None = None) -> bool:
             if pending:
                 return False
             before = arrived(loaded)
-            time.sleep(config.quiet_s)  # the quiet period itself, not a wait for a condition
+            time.sleep(quiet_s)  # the quiet period itself, not a wait for a condition
             return arrived(loaded) == before
         except (ServeError, requests.RequestException):
             return True  # the server no longer answers: nothing is left to wait for
 
     try:
-        wait_for(quiet, config.timeout_s, "the model to drain", interval=0.1)
+        wait_for(quiet, timeout_s, "the model to drain", interval=0.1)
     except WaitTimeout:
         return False
     return True

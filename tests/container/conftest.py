@@ -91,13 +91,29 @@ class Docker:
         return self("exec", name, "python", "-c", code).stdout
 
 
+def own_engine_running() -> bool:
+    """Whether docker/engine.sh's own daemon runs (its pid file names a live process)."""
+    pidfile = Path(os.environ.get("TS_DOCKER_STATE", "/run/torchserve-tabular-docker")) / "dockerd.pid"
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
-def docker() -> Docker:
-    out = subprocess.run([str(REPO / "docker" / "engine.sh"), "env"], capture_output=True, text=True, timeout=120)
+def docker() -> Iterator[Docker]:
+    """The engine that answers, else the project's own, started here and stopped at the end
+    (its data root, with the layer cache, stays for the next run)."""
+    was_running = own_engine_running()
+    engine = REPO / "docker" / "engine.sh"
+    out = subprocess.run([str(engine), "env"], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         pytest.fail(out.stderr.strip() or "docker/engine.sh env failed")
     key, value = out.stdout.strip().split("=", 1)
-    return Docker({**os.environ, key: value})
+    yield Docker({**os.environ, key: value})
+    if not was_running and own_engine_running():
+        subprocess.run([str(engine), "stop"], timeout=120, check=False)
 
 
 @pytest.fixture(scope="session")
