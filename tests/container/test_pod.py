@@ -36,11 +36,15 @@ def pod(docker: Docker, run) -> Iterator[str]:
     assert nginx.returncode == 0, nginx.stderr
     env = [f"--env={e['name']}={e['value']}" for e in spec["proxy"]["env"]]
     proxy = f"ts-tier-{uuid.uuid4().hex[:8]}"
-    # read-only like the manifest; writable where nginx writes (the manifest's emptyDirs, and the
-    # Debian stand-in's own paths)
-    writable = [f"--tmpfs={path}" for path in ("/etc/nginx/conf.d", "/var/cache/nginx", "/var/run", "/run",
-                                               "/var/lib/nginx")]
+    # read-only like the manifest, writable where it mounts emptyDirs (and the Debian stand-in's
+    # own temp folder)
+    mounts = [m["mountPath"] for m in spec["proxy"]["volumeMounts"] if not m.get("readOnly")]
+    # (owned by the proxy's user here; in the pod the emptyDirs are writable through fsGroup)
+    user = spec["proxy"]["securityContext"]
+    owner = f"uid={user['runAsUser']},gid={user['runAsGroup']}"
+    writable = [f"--tmpfs={path}:{owner}" for path in (*mounts, "/var/lib/nginx")]
     docker("run", "-d", "--name", proxy, f"--network=container:{torchserve}", "--read-only", *writable, *env,
+           f"--user={user['runAsUser']}:{user['runAsGroup']}", "--cap-drop=ALL", "--security-opt=no-new-privileges:true",
            "-v", f"{TEMPLATES}:/etc/nginx/templates:ro", nginx.stdout.strip())
     address = docker.address(torchserve)
     try:
