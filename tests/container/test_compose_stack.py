@@ -6,7 +6,9 @@ Its own project name and free loopback ports, so it runs beside a `make serve` o
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -21,6 +23,25 @@ from servectl.settings import free_loopback_ports
 from tests.container.conftest import MODEL, REPO, ROW, Docker, poll
 
 REPLICAS = ("torchserve-a", "torchserve-b")
+DASHBOARDS = REPO / "serve_config" / "grafana" / "dashboards"
+
+
+def dashboard_queries() -> list[str]:
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("expr"), str):
+                found.append(node["expr"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        walk(json.loads(path.read_text()))
+    return found
 
 
 class Stack:
@@ -131,3 +152,39 @@ def test_a_rolling_update_to_a_new_image_loses_no_client_request(stack, image, t
         assert set(load.counts) == {"200"} and load.counts["200"] > 50, dict(load.counts)
     finally:
         os.environ.get("KEEP_IMAGES") or stack.docker("rmi", "-f", new, check=False)
+
+
+def test_every_dashboard_query_answers_and_every_metric_it_reads_comes_from_each_replica(stack):
+    """Grafana cannot run here: its dashboards' queries run against the stack's Prometheus
+    instead (after the load above, with Grafana's variables at "All" and a 1 m rate interval).
+    Each must evaluate; each raw metric they read that has series must have them from both
+    replicas, under each replica's own `instance` label."""
+    queries = dashboard_queries()
+    assert len(queries) > 20
+
+    def query(expr: str) -> list[dict]:
+        resp = requests.get(f"{stack.prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+        assert resp["status"] == "success", (expr, resp)
+        return resp["data"]["result"]
+
+    for expr in queries:
+        query(expr.replace("$model", ".*").replace("$__rate_interval", "1m"))
+    metrics = {m for e in queries for m in re.findall(r"(?<![:\w])([a-zA-Z_][a-zA-Z0-9_]*)\{", e) if m != "ALERTS"}
+    # traffic through nginx reaches both replicas (it takes them in turn); then every series a
+    # replica has appears once Prometheus scraped it
+    session = requests.Session()
+    for _ in range(100):
+        assert session.post(f"{stack.proxy}/predictions/{MODEL}", json={"instances": [ROW]}, timeout=30).status_code == 200
+
+    def per_replica() -> dict[str, set[str]] | None:
+        seen = {}
+        for metric in sorted(metrics):
+            instances = {r["metric"].get("instance", "").split(":")[0] for r in query(f"count by (instance) ({metric})")}
+            if instances:
+                seen[metric] = instances
+        complete = all(instances == set(REPLICAS) for instances in seen.values())
+        return seen if complete else None
+
+    seen = poll(per_replica, 60, "every dashboard metric from both replicas", interval=2)
+    assert {"tabular_requests_total", "ts_inference_requests_total", "tabular_workers"} <= set(seen), seen
+    print(f"\n{len(queries)} dashboard queries answer; {len(seen)} metrics they read come from both replicas")
