@@ -298,3 +298,27 @@ def test_the_kserve_canary_splits_between_revisions_in_serverless_mode():
     assert predictor["model"]["runtime"] == base["spec"]["predictor"]["model"]["runtime"]
     assert predictor["model"]["storageUri"] != base["spec"]["predictor"]["model"]["storageUri"]
     assert predictor["model"]["resources"] == base["spec"]["predictor"]["model"]["resources"]
+
+
+def test_the_pod_runs_the_image_as_the_container_tier_does(resources):
+    """deploy/ runs the image the tier tested, with the tier's settings: same name and tag
+    (make image's IMAGE, compose's TS_IMAGE default), non-root uid, read-only root, no
+    capabilities, no privilege gain, writable only where the tier mounts tmpfs."""
+    import re
+
+    from tests.container.conftest import IMAGE, OPERATOR_FLAGS
+
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    (image,) = kustomization["images"]
+    assert f"{image['name']}:{image['newTag']}" == IMAGE
+    assert re.search(r"^IMAGE \?= (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1) == IMAGE
+    assert f"${{TS_IMAGE:-{IMAGE}}}" in (REPO / "docker/docker-compose.yml").read_text()
+    c = container(resources)
+    pod = resources["Deployment"]["spec"]["template"]["spec"]["securityContext"]
+    user = next(a for i, a in dockerfile_instructions() if i == "USER")
+    assert f"{pod['runAsUser']}:{pod['runAsGroup']}" == user and pod["runAsNonRoot"] is True
+    assert "--read-only" in OPERATOR_FLAGS and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert OPERATOR_FLAGS[OPERATOR_FLAGS.index("--cap-drop") + 1] == "ALL" and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "no-new-privileges:true" in OPERATOR_FLAGS and c["securityContext"]["allowPrivilegeEscalation"] is False
+    tmpfs = {OPERATOR_FLAGS[i + 1].split(":")[0] for i, f in enumerate(OPERATOR_FLAGS) if f == "--tmpfs"}
+    assert {m["mountPath"] for m in c["volumeMounts"]} == tmpfs
