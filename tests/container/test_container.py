@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zipfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -155,6 +156,22 @@ def test_a_model_that_cannot_load_exits_non_zero_saying_why(docker, run, tmp_pat
     poll(lambda: not docker.inspect(name)["State"]["Running"], 60, "the server to exit")
     assert docker.inspect(name)["State"]["ExitCode"] != 0
     assert "is not a model archive" in docker("logs", name).stderr
+
+
+def test_a_model_the_handler_refuses_exits_non_zero_saying_why(docker, run, tmp_path):
+    """A real archive whose model file is damaged: the handler refuses it while the workers
+    load, and the container ends with that reason instead of staying up answering 5xx."""
+    shipped = REPO / "model_store" / f"{MODEL}.mar"
+    bad = tmp_path / f"{MODEL}.mar"
+    with zipfile.ZipFile(shipped) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, b"damaged" if item.filename == "model.pt" else src.read(item))
+    bad.chmod(0o644)
+    name = run("-v", f"{bad}:/app/model_store/{MODEL}.mar:ro")
+    poll(lambda: not docker.inspect(name)["State"]["Running"], 120, "the server to exit")
+    assert docker.inspect(name)["State"]["ExitCode"] != 0
+    assert "refused to load" in docker("logs", name).stderr
+    assert docker.inspect(name)["State"]["Health"]["Status"] != "healthy"
 
 
 def test_sigterm_drains_the_requests_in_flight_and_exits_0_within_the_grace_period(docker, served):
