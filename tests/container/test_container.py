@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
-import zipfile
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
