@@ -28,8 +28,18 @@ def served(docker: Docker, run) -> dict:
     start = time.monotonic()
     # on-failure: a TorchServe that dies ends the container non-zero, and docker starts it again
     name = run("--restart", "on-failure:3")
+    # the HEALTHCHECK's command, run by hand while it starts: (exit code, READY workers) each time
+    probes: list[tuple[int, int]] = []
+
+    def probe() -> bool:
+        out = docker("exec", name, "/app/docker/entrypoint.sh", "health", check=False)
+        status = json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
+        probes.append((out.returncode, sum(w.get("status") == "READY" for w in status.get("workers", []))))
+        return out.returncode == 0
+
+    poll(probe, 120, "the health command passing", interval=0.2)
     docker.wait_healthy(name)
-    return {"name": name, "address": docker.address(name), "healthy_after": time.monotonic() - start}
+    return {"name": name, "address": docker.address(name), "healthy_after": time.monotonic() - start, "probes": probes}
 
 
 def workers(docker: Docker, name: str) -> list[dict]:
@@ -47,9 +57,13 @@ def test_healthy_only_once_the_workers_are_ready(docker, served):
     name = served["name"]
     state = docker.inspect(name)
     log = state["State"]["Health"]["Log"]
-    # the first probes ran while TorchServe started and failed; the one that passed saw READY workers
     assert log[-1]["ExitCode"] == 0
     assert len(ready_pids(docker, name)) >= MIN_WORKERS
+    # while it started, the check failed as long as fewer than minWorkers were READY, and passed
+    # only with them all READY
+    probes = served["probes"]
+    assert any(code != 0 for code, _ in probes), "no probe ran before READY"
+    assert all((code == 0) == (ready >= MIN_WORKERS) for code, ready in probes), probes
     print(f"\nhealthy {served['healthy_after']:.1f} s after docker run")
 
 
