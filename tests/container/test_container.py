@@ -13,11 +13,13 @@ import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
+from servectl import digests
 from tests.container.conftest import MIN_WORKERS, MODEL, REPO, ROW, Docker, poll, predict
 
 GRACE_SECONDS = 40  # docker stop -t: compose's stop_grace_period (tests/deploy checks it is the same)
@@ -172,20 +174,43 @@ def test_a_model_that_cannot_load_exits_non_zero_saying_why(docker, run, tmp_pat
     assert "is not a model archive" in docker("logs", name).stderr
 
 
-def test_a_model_the_handler_refuses_exits_non_zero_saying_why(docker, run, tmp_path):
-    """A real archive whose model file is damaged: the handler refuses it while the workers
-    load, and the container ends with that reason instead of staying up answering 5xx."""
+def damaged_archive(folder: Path) -> Path:
+    """The shipped archive with its model file damaged, in a store folder of its own."""
     shipped = REPO / "model_store" / f"{MODEL}.mar"
-    bad = tmp_path / f"{MODEL}.mar"
+    store = folder / "model_store"
+    store.mkdir()
+    bad = store / f"{MODEL}.mar"
     with zipfile.ZipFile(shipped) as src, zipfile.ZipFile(bad, "w") as dst:
         for item in src.infolist():
             dst.writestr(item, b"damaged" if item.filename == "model.pt" else src.read(item))
     bad.chmod(0o644)
-    name = run("-v", f"{bad}:/app/model_store/{MODEL}.mar:ro")
+    return bad
+
+
+def exits_non_zero_saying(docker: Docker, name: str, reason: str) -> None:
     poll(lambda: not docker.inspect(name)["State"]["Running"], 120, "the server to exit")
     assert docker.inspect(name)["State"]["ExitCode"] != 0
-    assert "refused to load" in docker("logs", name).stderr
+    assert reason in docker("logs", name).stderr
     assert docker.inspect(name)["State"]["Health"]["Status"] != "healthy"
+
+
+def test_a_model_the_handler_refuses_exits_non_zero_saying_why(docker, run, tmp_path):
+    """A real archive whose model file is damaged, recorded as built (so servectl's digest
+    check passes): the handler refuses it while the workers load, and the container ends with
+    that reason instead of staying up answering 5xx."""
+    bad = damaged_archive(tmp_path)
+    record = digests.record(bad.parent, [bad])
+    record.chmod(0o644)
+    name = run("-v", f"{bad}:/app/model_store/{MODEL}.mar:ro", "-v", f"{record}:/app/model_store.sha256:ro")
+    exits_non_zero_saying(docker, name, "refused to load")
+
+
+def test_a_tampered_archive_is_refused_before_torchserve_runs_it(docker, run, tmp_path):
+    """The same damaged archive without a record of its own: servectl refuses it by its sha256
+    (the image's record is the built one's) before TorchServe loads any of its code."""
+    bad = damaged_archive(tmp_path)
+    name = run("-v", f"{bad}:/app/model_store/{MODEL}.mar:ro")
+    exits_non_zero_saying(docker, name, "the archive was changed after it was built")
 
 
 def test_sigterm_drains_the_requests_in_flight_and_exits_0_within_the_grace_period(docker, served):
