@@ -29,7 +29,7 @@ from benchmarks.loadmix import Mix, Report, run
 from handlers.model_card import METADATA_FILE, ModelCard
 from model import archive, export, train
 from model.data import make_synthetic
-from servectl import canary, lifecycle, model_config, server
+from servectl import canary, digests, lifecycle, model_config, server
 from servectl.settings import ServeSettings, free_loopback_ports
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,13 +71,9 @@ def probabilities(artifacts: Path, x: np.ndarray) -> np.ndarray:
 def build_version(out: Path, store: Path, name: str, version: str, seed: int) -> Path:
     """Train (synthetic data, ``seed``), export and archive one version into ``store``;
     returns its artifacts folder. ``store``'s NAME.mar is left as it was."""
-    latest = store / f"{name}.mar"
-    kept = latest.read_bytes() if latest.is_file() else None
     train.run(make_synthetic(seed=seed), train.TrainConfig(seed=seed), out, "synthetic")
     export.export(name, version, out)
-    archive.archive(out, store, build=out / "build")
-    if kept is not None:
-        latest.write_bytes(kept)
+    archive.archive(out, store, build=out / "build", latest=False)
     return out
 
 
@@ -134,7 +130,7 @@ def lifecycle_server(work: Path, seed: int = 7) -> Iterator[tuple[ServeSettings,
     store.mkdir(parents=True)
     card = ModelCard.load(REPO / "artifacts" / METADATA_FILE)
     for mar in (f"{card.model_name}.mar", f"{card.model_name}-{card.version}.mar"):
-        shutil.copy2(REPO / "model_store" / mar, store / mar)
+        digests.copy(REPO / "model_store" / mar, store)  # with its recorded digest: servectl checks it
     candidate = f"{card.version}.{seed}"
     artifacts = build_version(work / "candidate", store, card.model_name, candidate, seed)
     x = torch.load(REPO / "artifacts" / "test_split.pt", weights_only=True)["x"].numpy()

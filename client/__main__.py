@@ -91,8 +91,13 @@ def cmd_explain(args: argparse.Namespace, client: Client) -> int:
     return print_rows(args, explained.rows, explanation_table(explained, args.top))
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def cmd_score(args: argparse.Namespace, client: Client) -> int:
-    from client.score import ScoreError, score_file
+    """Exit 0 scored, 1 the server refused or failed a chunk, 2 the input (unreadable, or no data
+    rows: nothing is sent and no output is written), 130 Ctrl-C (no output is written)."""
+    from client.score import NoRows, ScoreError, score_file
 
     try:
         report = score_file(client.config, Path(args.file), Path(args.out), show_progress=not args.no_progress,
@@ -100,8 +105,13 @@ def cmd_score(args: argparse.Namespace, client: Client) -> int:
     except ScoreError as exc:
         print(f"client: error: {exc}", file=sys.stderr)
         return 1
+    except NoRows as exc:
+        raise InputError(f"{exc}: nothing to score, {args.out} not written") from exc
     except OSError as exc:
         raise InputError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print(f"client: interrupted: {args.out} not written", file=sys.stderr)
+        return INTERRUPTED
     print(f"scored {report.rows:,} rows in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s, "
           f"{report.chunks} requests, {report.retries} resent) with model version {report.model_version}: {args.out}",
           file=sys.stderr)
@@ -132,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--model", help="model name (default $MODEL_NAME or tabular_classifier)")
     common.add_argument("--version", help="pin requests to this model version (default: the server's default)")
     common.add_argument("--token", help="inference token, when the server wants one ($MODEL_TOKEN)")
+    common.add_argument("--retry-seconds", type=float,
+                        help="start no resend later than this after a call's first attempt (default 30)")
     rows = argparse.ArgumentParser(add_help=False)
     rows.add_argument("--csv", help="CSV file to send (one row per line, optional header); default JSON rows on stdin")
     rows.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -163,7 +175,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     client = Client(ClientConfig.from_env(inference_url=args.url, management_url=args.management_url,
-                                          model=args.model, token=args.token, version=args.version))
+                                          model=args.model, token=args.token, version=args.version,
+                                          retry_seconds=args.retry_seconds))
     try:
         return int(args.func(args, client))
     except InputError as exc:

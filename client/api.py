@@ -1,10 +1,11 @@
 """A small Python client for the served model, built on ``requests``.
 
 Class names come from the server's answers and its model card; the client copies no
-feature or class list. Connection errors and 503s are retried with backoff, and so are
-predictions that met a worker's death (TorchServe's 500/507 "Worker died.": predictions are
-pure functions of the body, so resending is safe); every other failure raises
-:class:`PredictionError` carrying the server's status, type and message.
+feature or class list. Every call has one retry budget (``client.retrying``: attempts and
+total time) and resends only what is safe: a connection that never opened, 503 (no worker free,
+the queue full) and TorchServe's 500/507 "Worker died." (predictions are pure functions of the
+body); a read timeout, a dropped connection and every other answer raise
+:class:`PredictionError` at once, carrying the server's status, type and message.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +21,15 @@ from typing import Any, Literal, overload
 
 import numpy as np
 import requests
-from requests.adapters import HTTPAdapter
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-from urllib3.util.retry import Retry
+from urllib3.exceptions import NewConnectionError
+
+from client.retrying import Budget, retrying
 
 JSON = "application/json"
 NPY = "application/x-npy"
 WORKER_DIED = "Worker died."  # TorchServe's message for the requests in flight on a dead worker
+UNREACHABLE = "unreachable"  # PredictionError.type of a connection that never opened
+NO_ANSWER = "no_answer"  # ... of one that was sent but timed out or dropped before its answer
 
 
 class PredictionError(Exception):
@@ -44,8 +48,9 @@ class PredictionError(Exception):
 
     @property
     def transient(self) -> bool:
-        """Worth resending a prediction for: unreachable, 503 (no worker yet), or a dead worker."""
-        return self.status in (0, 503) or self.worker_died
+        """Safe and worth resending: the connection never opened (the server saw nothing), 503
+        (no worker free or the queue full: refused before any work), or a dead worker."""
+        return (self.status == 0 and self.type == UNREACHABLE) or self.status == 503 or self.worker_died
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,9 @@ class ClientConfig:
     token: str | None = None  # sent as a Bearer token when the server wants one
     connect_timeout: float = 3.05
     read_timeout: float = 30.0
-    retries: int = 3
-    backoff: float = 0.2
+    retries: int = 3  # resends per call on top of the first attempt
+    backoff: float = 0.2  # first backoff sleep (doubling, at most client.retrying.MAX_WAIT_S)
+    retry_seconds: float = 30.0  # no resend starts later than this after the call's first attempt
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ClientConfig:
@@ -131,23 +137,12 @@ class Explanations:
 
 
 class Client:
-    def __init__(self, config: ClientConfig | None = None) -> None:
+    """``cancel``: set it (from any thread) to end the calls' backoff sleeps and resends at once."""
+
+    def __init__(self, config: ClientConfig | None = None, cancel: threading.Event | None = None) -> None:
         self.config = config or ClientConfig()
-        retry = Retry(
-            total=self.config.retries,
-            connect=self.config.retries,
-            read=0,
-            other=0,
-            status=self.config.retries,
-            status_forcelist=(503,),
-            allowed_methods=None,  # predictions are pure functions of the body: safe to resend
-            backoff_factor=self.config.backoff,
-            raise_on_status=False,
-            respect_retry_after_header=True,
-        )
-        self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.cancel = cancel
+        self.session = requests.Session()  # its adapters never resend: client.retrying does, once
         if self.config.token:
             self.session.headers["Authorization"] = f"Bearer {self.config.token}"
 
@@ -193,21 +188,12 @@ class Client:
         body: bytes,
         accept: str | None = None,
         retries: int | None = None,
-        retry_if: Callable[[PredictionError], bool] = lambda exc: exc.worker_died,
+        on_resend: Callable[[], None] | None = None,
     ) -> requests.Response:
-        """POST a prediction; an answer ``retry_if`` accepts (by default "Worker died.") is
-        resent up to ``retries`` times (default the config's) with backoff. 503 and connect
-        errors are also resent by the session's adapter, before this sees them."""
+        """POST a prediction; a transient failure is resent up to ``retries`` times (default the
+        config's) within the config's retry_seconds, calling ``on_resend`` before each resend."""
         headers = {"Content-Type": content_type, **({"Accept": accept} if accept else {})}
-        budget = self.config.retries if retries is None else retries
-        resend = Retrying(
-            stop=stop_after_attempt(budget + 1),
-            wait=wait_exponential(multiplier=self.config.backoff, max=5.0),
-            retry=retry_if_exception(lambda exc: isinstance(exc, PredictionError) and retry_if(exc)),
-            reraise=True,
-        )
-        response: requests.Response = resend(self._request, "POST", self.predict_url, data=body, headers=headers)
-        return response
+        return self._request("POST", self.predict_url, retries, on_resend, data=body, headers=headers)
 
     @staticmethod
     def scores(resp: requests.Response) -> Scores:
@@ -319,12 +305,27 @@ class Client:
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         return self._request(method, url, **kwargs).json()
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        retries: int | None = None,
+        on_resend: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One call within its budget, transient failures resent: every call of this client."""
+        attempts = (self.config.retries if retries is None else retries) + 1
+        budget = Budget(attempts, self.config.retry_seconds, self.config.backoff)
+        resend = retrying(budget, is_transient, self.cancel, on_resend)
+        response: requests.Response = resend(self._attempt, method, url, **kwargs)
+        return response
+
+    def _attempt(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         timeout = (self.config.connect_timeout, self.config.read_timeout)
         try:
             resp = self.session.request(method, url, timeout=timeout, **kwargs)
         except requests.RequestException as exc:
-            raise PredictionError(0, "unreachable", f"{method} {url} failed: {exc}") from exc
+            raise connection_error(exc, f"{method} {url}") from exc
         if resp.status_code >= 400:
             raise error_from(resp)
         return resp
@@ -336,6 +337,19 @@ class Client:
             body["model_version"],
             [Prediction(p["label"], p["class_id"], p["probabilities"]) for p in body["predictions"]],
         )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """What every call resends: see ``PredictionError.transient``."""
+    return isinstance(exc, PredictionError) and exc.transient
+
+
+def connection_error(exc: requests.RequestException, what: str) -> PredictionError:
+    """``unreachable`` when the connection never opened (refused, connect timeout: the server saw
+    nothing), else ``no_answer`` (a read timeout or a dropped connection: it may have run)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    never_sent = isinstance(exc, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
+    return PredictionError(0, UNREACHABLE if never_sent else NO_ANSWER, f"{what} failed: {exc}")
 
 
 def error_from(resp: requests.Response) -> PredictionError:

@@ -5,8 +5,12 @@ file's header, if it has one, in front) and comes back as an .npy array, on a po
 threads, each with its own connection. Answers are written in input order as they
 complete, and at most ``in_flight`` chunks are read ahead, so memory is bounded by
 ``in_flight x chunk_rows`` rows whatever the file's size. A chunk that meets a transient
-failure (connection error, 503, TorchServe's "Worker died.") is resent, up to ``retries``
-times; a 4xx stops the run with the server's message, its line turned into the file's.
+failure (a connection that never opened, 503, TorchServe's "Worker died.") is resent, up to
+``retries`` times within the client's ``retry_seconds``; a 4xx stops the run with the server's
+message, its line turned into the file's. A file without data rows is refused (:class:`NoRows`)
+before any request: an output holding only a header would look like a result. Ctrl-C (any
+exception in the writing thread) sets the scorer's cancel event: no chunk waits out a backoff or
+is resent after it, so the run ends within the requests already in flight.
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ class ScoreReport:
 
 class ScoreError(Exception):
     """A chunk the server refused (4xx), or one that still failed after its retries."""
+
+
+class NoRows(ValueError):
+    """The file holds no data row (empty, blank lines, or a header only): nothing was sent."""
 
 
 def _is_number(cell: bytes) -> bool:
@@ -132,24 +140,27 @@ class Scorer:
         self.chunk_rows = chunk_rows
         self.retries = retries
         self.retried = 0
+        self.cancel = threading.Event()  # set when the run stops: no chunk resends after it
         self._local = threading.local()
         self._lock = threading.Lock()
 
     def _client(self) -> Client:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = Client(self.config)
+            client = self._local.client = Client(self.config, cancel=self.cancel)
         return client
 
     def score_chunk(self, header: bytes | None, chunk: Chunk, path: str) -> Scores:
         body = _body(header, chunk)
         try:
-            resp = self._client().post_for(CSV, body, accept=NPY, retries=self.retries,
-                                           retry_if=self._count_retry)
+            resp = self._client().post_for(CSV, body, accept=NPY, retries=self.retries, on_resend=self._count_retry)
         except PredictionError as exc:
+            rows = f"data rows {chunk.first_row}-{chunk.first_row + len(chunk.lines) - 1}"
             if exc.transient:
-                raise ScoreError(f"{path}: gave up after {self.retries} retries on data rows "
-                                 f"{chunk.first_row}-{chunk.first_row + len(chunk.lines) - 1}: {exc}") from exc
+                raise ScoreError(f"{path}: gave up after {self.retries} retries or {self.config.retry_seconds:g} s "
+                                 f"on {rows}: {exc}") from exc
+            if exc.status == 0:  # sent, then timed out or dropped: not resent, the server may have run it
+                raise ScoreError(f"{path}: no answer for {rows} (not resent): {exc}") from exc
             where = _where(exc, chunk, header, path)
             raise ScoreError(f"the server refused {where} ({exc.status} {exc.type})") from exc
         scores = Client.scores(resp)
@@ -158,11 +169,9 @@ class Scorer:
                              f"{len(scores.probabilities)} answered")
         return scores
 
-    def _count_retry(self, exc: PredictionError) -> bool:
-        if exc.transient:
-            with self._lock:
-                self.retried += 1
-        return exc.transient
+    def _count_retry(self) -> None:
+        with self._lock:
+            self.retried += 1
 
     def run(self, src: Path, out: IO[bytes], progress: Callable[[int], None] | None = None) -> ScoreReport:
         started = time.perf_counter()
@@ -182,9 +191,12 @@ class Scorer:
                     rows, chunks, version, wrote_header = self._write(pending.popleft(), out, rows, chunks,
                                                                       wrote_header, progress)
             except BaseException:
+                self.cancel.set()
                 for future in pending:
                     future.cancel()
                 raise
+        if not chunks:
+            raise NoRows(f"{src} has no data rows")
         return ScoreReport(rows, chunks, time.perf_counter() - started, self.retried, version)
 
     @staticmethod

@@ -25,6 +25,7 @@ method="riemann_middle" gives the very same attributions as the function below (
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
@@ -32,7 +33,8 @@ from typing import Any, NoReturn
 import orjson
 import torch
 
-from handlers.contract import FLOAT32_MAX, JSON, Parsed, RequestError, media_type
+from handlers.contract import FLOAT32_MAX, JSON, Parsed, RequestError, Schema, media_type
+from handlers.contract.validation import _checked
 from handlers.model_card import ModelCard
 
 HEADER = "explain"
@@ -42,6 +44,7 @@ METHOD = "integrated_gradients"
 # path points (rows x steps) per forward/backward pass: ~25 MB of activations for this MLP
 CHUNK_POINTS = 1 << 16
 REFINE = 4  # steps multiply by this for the rows still above the tolerance
+CLASS_ID = re.compile(r"-?[0-9]+")  # ASCII digits only: "²".isdigit() is True, int("²") raises
 
 
 def is_explanation(context: Any, idx: int) -> bool:
@@ -62,18 +65,24 @@ class ExplainSettings:
     max_steps: int = 1024
     tolerance: float = 1e-3
     max_rows: int = 100
+    # path points (rows x steps, summed over the passes) one batch may spend; None: unbounded
+    max_batch_points: int | None = None
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> ExplainSettings:
         section = section or {}
+        points = section.get("max_batch_points")
         settings = cls(
             steps=int(section.get("steps", cls.steps)),
             max_steps=int(section.get("max_steps", cls.max_steps)),
             tolerance=float(section.get("tolerance", cls.tolerance)),
             max_rows=int(section.get("max_rows", cls.max_rows)),
+            max_batch_points=None if points is None else int(points),
         )
         if not 1 <= settings.steps <= settings.max_steps or settings.max_rows < 1 or settings.tolerance < 0:
             raise ValueError(f"handler.explain: need 1 <= steps <= max_steps, max_rows >= 1, tolerance >= 0: {section}")
+        if settings.max_batch_points is not None and settings.max_batch_points < settings.max_rows * settings.steps:
+            raise ValueError(f"handler.explain: max_batch_points must admit one request of max_rows rows: {section}")
         return settings
 
 
@@ -92,9 +101,16 @@ class Explainer:
     """Attributions for the served model; built once per worker."""
 
     def __init__(
-        self, model: Any, card: ModelCard, settings: ExplainSettings, model_name: str, model_version: str
+        self,
+        model: Any,
+        card: ModelCard,
+        settings: ExplainSettings,
+        model_name: str,
+        model_version: str,
+        schema: Schema | None = None,
     ) -> None:
         self.model = model
+        self.schema = schema or Schema(card.feature_names)  # the bounds a baseline must keep too
         self.settings = settings
         self.model_name = model_name
         self.model_version = model_version
@@ -152,7 +168,7 @@ class Explainer:
         as_int: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
             as_int = value
-        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        elif isinstance(value, str) and CLASS_ID.fullmatch(value.strip()):
             as_int = int(value)
         if as_int is not None and 0 <= as_int < len(self.class_names):
             return as_int
@@ -182,24 +198,60 @@ class Explainer:
         for name, v in zip(names, value):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= FLOAT32_MAX:
                 raise invalid_baseline(f"baseline ({name}): {v!r} is not a finite float32 number")
-        return torch.tensor(value, dtype=torch.float32), "request"
+        try:  # the rows' bounds: a baseline far outside the training range overflows as a row does
+            x = torch.tensor([value], dtype=torch.float64)
+            row = _checked(x, self.schema, lambda _, j: f"baseline ({names[j]})")
+        except RequestError as exc:
+            raise invalid_baseline(exc.message) from None
+        return row[0], "request"
 
     # ------------------------------------------------------------ answers
 
-    def explain(self, requests: Sequence[ExplanationRequest]) -> list[dict[str, Any]]:
-        """One answer body per request: all their rows go through one batched computation."""
-        if not requests:
-            return []
-        sizes = [r.parsed.rows.shape[0] for r in requests]
-        x = torch.cat([r.parsed.rows for r in requests])
-        base = torch.cat([r.baseline.expand(n, -1) for r, n in zip(requests, sizes)])
-        result = self.attribute(x, base, torch.cat([r.targets for r in requests]))
-        return [self.body(r, part) for r, part in zip(requests, result.split(sizes))]
+    def explain(self, requests: Sequence[ExplanationRequest]) -> list[dict[str, Any] | RequestError]:
+        """One answer per request: all the rows of those the batch's budget admits go through
+        one batched computation; the others get a 429 (issue 25: 64 requests of 100 rows with
+        a far baseline cost ~6 s of worker time, and the predictions in the batch waited)."""
+        admitted, budget = self.admit(requests)
+        if not admitted:
+            return [self.over_budget() for _ in requests]
+        sizes = [r.parsed.rows.shape[0] for r in admitted]
+        x = torch.cat([r.parsed.rows for r in admitted])
+        base = torch.cat([r.baseline.expand(n, -1) for r, n in zip(admitted, sizes)])
+        result = self.attribute(x, base, torch.cat([r.targets for r in admitted]), budget)
+        bodies = {id(r): self.body(r, part) for r, part in zip(admitted, result.split(sizes))}
+        return [bodies.get(id(r)) or self.over_budget() for r in requests]
 
-    def attribute(self, x: torch.Tensor, base: torch.Tensor, targets: torch.Tensor) -> Attributions:
+    def admit(self, requests: Sequence[ExplanationRequest]) -> tuple[list[ExplanationRequest], int | None]:
+        """The requests whose first pass (rows x steps) fits the batch's budget, in batch
+        order, and the budget left for refining their rows."""
+        budget = self.settings.max_batch_points
+        if budget is None:
+            return list(requests), None
+        admitted = []
+        for r in requests:
+            cost = r.parsed.rows.shape[0] * self.settings.steps
+            if cost <= budget:
+                admitted.append(r)
+                budget -= cost
+        return admitted, budget
+
+    def over_budget(self) -> RequestError:
+        return RequestError(
+            429,
+            "explanation_budget_spent",
+            f"explanations: the requests before this one spent this batch's budget of "
+            f"{self.settings.max_batch_points} path points (rows x steps, handler.explain.max_batch_points); "
+            "retry, or send fewer rows per request",
+        )
+
+    def attribute(
+        self, x: torch.Tensor, base: torch.Tensor, targets: torch.Tensor, budget: int | None = None
+    ) -> Attributions:
         """Attributions of rows ``x`` against baselines ``base`` (both [n, F]) for ``targets``
         (-1: the predicted class). Rows whose completeness error exceeds the tolerance are
-        redone with more steps, so a row costs ``steps`` passes unless it needs more."""
+        redone with more steps, so a row costs ``steps`` passes unless it needs more, while
+        ``budget`` (path points for the refinements) lasts: a row it leaves out keeps its
+        coarser attributions and reports their error and steps, as every row does."""
         with torch.inference_mode(False), torch.no_grad():
             probabilities = torch.softmax(self.model(x), dim=1)
             at_base = torch.softmax(self.model(base), dim=1)
@@ -225,6 +277,9 @@ class Explainer:
                 break
             todo = todo[err > self.settings.tolerance]
             steps = min(steps * REFINE, self.settings.max_steps)
+            if budget is not None:
+                todo = todo[: budget // steps]
+                budget -= todo.numel() * steps
         return result
 
     def body(self, request: ExplanationRequest, result: Attributions) -> dict[str, Any]:

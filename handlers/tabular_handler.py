@@ -42,6 +42,7 @@ from handlers.contract.envelopes import (
     parse_enveloped,
     service_envelope,
 )
+from handlers.describe import DESCRIBED, Described, is_describe
 from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation, no_explanations
 from handlers.load_status import write_refusal
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
@@ -67,7 +68,7 @@ class TabularHandler(BaseHandler):
         self.manifest = context.manifest
         self.model = load_model(context, card, threads)
         self.card = card
-        self.schema = Schema(card.feature_names, max_rows=int(settings.get("max_rows", 10_000)))
+        self.schema = request_schema(card, settings)
         self.responder = Responder(
             model_name=context.model_name,
             model_version=str(context.manifest["model"].get("modelVersion", card.version)),
@@ -84,7 +85,7 @@ class TabularHandler(BaseHandler):
         if self.model.differentiable is not None:
             self.explainer = Explainer(
                 self.model.differentiable, card, ExplainSettings.from_config(settings.get("explain")),
-                context.model_name, self.responder.model_version,
+                context.model_name, self.responder.model_version, self.schema,
             )  # fmt: skip
             self.explainer.warm_up()
         self.initialized = True
@@ -107,12 +108,13 @@ class TabularHandler(BaseHandler):
         self.context = context
         if self.envelope is not None:
             return self.handle_enveloped(data, context, self.envelope)
-        if self._is_describe():
-            return [self.describe_handle()]
         started = time.perf_counter()
-        parsed: list[Parsed | ExplanationRequest | RequestError] = []
+        parsed: list[Parsed | ExplanationRequest | RequestError | Described] = []
         explaining = {idx for idx in range(len(data)) if is_explanation(context, idx)}
         for idx, request in enumerate(data):
+            if is_describe(context, idx, request):
+                parsed.append(DESCRIBED)
+                continue
             try:
                 body, content_type = request_body(request, context, idx)
                 p = parse_request(body, content_type, self.schema)
@@ -127,26 +129,38 @@ class TabularHandler(BaseHandler):
                 parsed.append(INTERNAL_ERROR)
         parsed_at = time.perf_counter()
         responses = self.answer(parsed, context)
+        if any(p is DESCRIBED for p in parsed):  # a management request, not traffic: no request metrics
+            kept = [i for i, p in enumerate(parsed) if p is not DESCRIBED]
+            parsed, explaining = [parsed[i] for i in kept], {n for n, i in enumerate(kept) if i in explaining}
         self.telemetry.batch(parsed, started, parsed_at, explanations=explaining)
         return responses
 
-    def answer(self, parsed: list[Parsed | ExplanationRequest | RequestError], context: Any) -> list[bytes]:
+    def answer(
+        self, parsed: list[Parsed | ExplanationRequest | RequestError | Described], context: Any
+    ) -> list[bytes | str]:
         valid = [p for p in parsed if isinstance(p, Parsed)]
         outputs = list(self.score(valid)) if valid else []
-        responses = []
+        responses: list[bytes | str] = []
         it = iter(outputs)
         asked = [p for p in parsed if isinstance(p, ExplanationRequest)]
         explained = iter(self.explainer.explain(asked) if self.explainer else [])
         for idx, p in enumerate(parsed):
             context.set_response_header(idx, "X-Model-Version", self.responder.model_version)
-            if isinstance(p, RequestError):
+            if p is DESCRIBED:
+                responses.append(self.describe_handle())
+            elif isinstance(p, RequestError):
                 context.set_response_content_type(idx, JSON)
                 context.set_response_status(p.status, p.type, idx)
                 responses.append(encode(p.to_dict()))
             elif isinstance(p, ExplanationRequest):
                 context.set_response_content_type(idx, JSON)
-                responses.append(encode(next(explained)))
-            else:
+                answer = next(explained)
+                if isinstance(answer, RequestError):
+                    parsed[idx] = answer  # counted as refused
+                    context.set_response_status(answer.status, answer.type, idx)
+                    answer = answer.to_dict()
+                responses.append(encode(answer))
+            elif isinstance(p, Parsed):
                 fmt = answer_format(header(context, idx, "Accept"))
                 body, content_type = self.responder.render(p, next(it), fmt)
                 context.set_response_content_type(idx, content_type)
@@ -200,6 +214,7 @@ class TabularHandler(BaseHandler):
         if isinstance(parsed, ExplanationRequest):
             assert self.explainer is not None  # explanation_request() made it
             (body,) = self.explainer.explain([parsed])
+            assert not isinstance(body, RequestError)  # one request always fits (ExplainSettings.from_config)
             outputs = enveloped_explanations(envelope, body, self.card.feature_names)
         else:
             (probabilities,) = self.score([parsed])
@@ -212,6 +227,16 @@ class TabularHandler(BaseHandler):
         card = self.card.to_dict()
         card["serving"] = {"max_rows": self.schema.max_rows, "version": self.responder.model_version}
         return encode(card).decode()
+
+
+def request_schema(card: ModelCard, settings: dict[str, Any]) -> Schema:
+    """The request contract of this model: its features, ``handler.max_rows``, and values
+    bounded to ``handler.input_range_widths`` widths of the training range beyond it."""
+    max_rows = int(settings.get("max_rows", 10_000))
+    widths = settings.get("input_range_widths")
+    if widths is None:
+        return Schema(card.feature_names, max_rows)
+    return Schema.bounded(card.feature_names, max_rows, card.training_range, float(widths))
 
 
 def load_model(context: Any, card: ModelCard, threads: int) -> runtimes.Runtime:

@@ -11,6 +11,7 @@ report's files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from datetime import UTC, datetime
@@ -36,6 +37,22 @@ def load_eager(artifacts: Path = ARTIFACTS) -> tuple[TabularMLP, dict[str, Any]]
     return model.eval(), checkpoint
 
 
+def training_fingerprint(checkpoint: dict[str, Any]) -> str:
+    """sha256 of what one training produced, whatever variant is built from it: each weight
+    tensor (name, dtype, shape, bytes, in name order) and the checkpoint's other fields (names,
+    scaling, training statistics). ``model.archive`` compares it to decide whether a version
+    number already means this model; file bytes cannot say (TorchScript's change every export)."""
+    digest = hashlib.sha256()
+    state = checkpoint["state_dict"]
+    for key in sorted(state):
+        tensor = state[key].detach().contiguous().cpu()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.numpy().tobytes())
+    facts = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    digest.update(json.dumps(facts, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def export(name: str, version: str, artifacts: Path = ARTIFACTS, variant: str = DEFAULT_VARIANT) -> ModelCard:
     eager, checkpoint = load_eager(artifacts)
     test = torch.load(artifacts / "test_split.pt", weights_only=True)
@@ -59,7 +76,11 @@ def export(name: str, version: str, artifacts: Path = ARTIFACTS, variant: str = 
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         model_file=model_path.name,
         sha256=sha256_of(model_path),
-        extra={"data": report["data"], "scaling": report["config"].get("scaling", "standard")},
+        extra={
+            "data": report["data"],
+            "scaling": report["config"].get("scaling", "standard"),
+            "training_sha256": training_fingerprint(checkpoint),
+        },
         variant=variant,
         runtime=VARIANTS[variant].runtime,
         references=tuple(f for f in REPORT_FILES if (artifacts / f).is_file()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,8 +22,9 @@ from servectl.settings import REPO, ServeSettings
 
 
 def banner(settings: ServeSettings, status: dict[str, Any]) -> str:
-    token = server.keys(settings).get("inference")
-    auth = f" -H 'Authorization: Bearer {token}'" if token else ""
+    """What to try once READY. It never holds a secret (terminal scrollback, CI and container
+    logs keep it): with token auth on, the curl reads the key with ``servectl token`` itself."""
+    auth = f' -H "Authorization: Bearer $({token_command(settings)})"' if settings.token_auth else ""
     ready = server.ready_workers(status)
     url = f"{settings.inference.url}/predictions/{settings.model_name}"
     return (
@@ -35,6 +37,11 @@ def banner(settings: ServeSettings, status: dict[str, Any]) -> str:
         f"{settings.model_metrics.url}/metrics (model: latency histograms, drift)\n"
         f"  logs:        {settings.log_dir}/\n"
     )
+
+
+def token_command(settings: ServeSettings) -> str:
+    """The shell command that prints this instance's inference key (run from the repo)."""
+    return f"{shlex.quote(sys.executable)} -m servectl token --run-dir {shlex.quote(str(settings.run_dir))}"
 
 
 def cmd_java(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from handlers.load_status import ENV as LOAD_STATUS_ENV
+from servectl import digests
 from servectl.errors import ServeError
 from servectl.java import Java, find_java, install_allowed
 from servectl.settings import ServeSettings
@@ -53,6 +54,7 @@ def preflight(settings: ServeSettings) -> None:
             f"{mar} is not a model archive (not a zip with MAR-INF/MANIFEST.json): "
             "rebuild it with 'make archive'"
         )
+    digests.verify(mar)  # before TorchServe runs any of its code
     for name in ("inference", "management", "metrics", "model_metrics"):
         endpoint = getattr(settings, name)
         if port_in_use(endpoint.host, endpoint.port):

@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from servectl import digests
 from servectl.errors import ServeError
 from servectl.settings import ServeSettings
 from servectl.tokens import auth_headers
@@ -44,7 +45,9 @@ class Management:
 
     def register(self, archive_file: str, workers: int) -> None:
         """Load an archive of the model store (a bare file name: TorchServe refuses paths and
-        URLs outside allowed_urls) next to the loaded versions, without waiting for workers."""
+        URLs outside allowed_urls) next to the loaded versions, without waiting for workers;
+        refused before TorchServe is asked when its digest is not the one recorded at build."""
+        digests.verify(self.settings.model_store / archive_file)
         resp = self._call(
             "POST",
             f"{self.settings.management.url}/models",

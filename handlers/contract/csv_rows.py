@@ -11,7 +11,7 @@ import io
 import numpy as np
 import torch
 
-from handlers.contract.validation import FLOAT32_MAX, RequestError, Schema, _checked, bad
+from handlers.contract.validation import RequestError, Schema, _checked, bad
 
 
 def rows_from_csv(text: str, schema: Schema) -> torch.Tensor:
@@ -35,7 +35,7 @@ def _fast_rows(text: str, schema: Schema) -> torch.Tensor | None:
     cells = first.split(",")
     order: list[int] | None = None
     body = text[start:]
-    if not all(_is_number(cell) for cell in cells):
+    if not all(_looks_numeric(cell) for cell in cells):
         try:
             order = _csv_header_order([cell.strip() for cell in cells], schema)
         except RequestError:
@@ -47,7 +47,7 @@ def _fast_rows(text: str, schema: Schema) -> torch.Tensor | None:
         return None
     if arr.shape[0] == 0 or arr.shape[1] != schema.n_features or arr.shape[0] > schema.max_rows:
         return None
-    if not bool((np.abs(arr) <= FLOAT32_MAX).all()):  # False for NaN and infinities too
+    if not schema.holds(arr):
         return None
     if order is not None:
         arr = arr[:, order]
@@ -68,12 +68,14 @@ def _rows_with_places(text: str, schema: Schema) -> torch.Tensor:
     if not records:
         raise bad("empty_input", "body: the CSV holds no rows")
     order: list[int] | None = None
-    if not all(_is_number(cell) for cell in records[0]):
+    if not all(_looks_numeric(cell) for cell in records[0]):
         order = _csv_header_order([cell.strip() for cell in records[0]], schema)
         records, lines = records[1:], lines[1:]
     schema.check_rows(len(records), "body")
     names = schema.feature_names
     try:
+        if not all(_plain(cell) for record in records for cell in record):
+            raise ValueError  # numpy reads '1_0' as 10: the walk below names the cell
         arr = np.array(records, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != schema.n_features:
             raise ValueError
@@ -93,7 +95,7 @@ def _rows_with_places(text: str, schema: Schema) -> torch.Tensor:
         raise bad("invalid_csv", "body: the CSV rows could not be read as numbers") from None
     if order is not None:
         arr = arr[:, order]
-    return _checked(arr, lambda i, j: f"line {lines[i]}, column {names[j]}")
+    return _checked(arr, schema, lambda i, j: f"line {lines[i]}, column {names[j]}")
 
 
 def _csv_header_order(header: list[str], schema: Schema) -> list[int]:
@@ -113,9 +115,20 @@ def _csv_header_order(header: list[str], schema: Schema) -> list[int]:
     return [header.index(name) for name in schema.feature_names]
 
 
-def _is_number(cell: str) -> bool:
+def _looks_numeric(cell: str) -> bool:
+    """What Python reads as a float: a first record of such cells is data, not a header."""
     try:
         float(cell)
     except ValueError:
         return False
     return True
+
+
+def _plain(cell: str) -> bool:
+    """ASCII without digit separators: Python and numpy also read '1_0' (10) and other
+    scripts' digits, which a CSV writer never means as numbers."""
+    return cell.isascii() and "_" not in cell
+
+
+def _is_number(cell: str) -> bool:
+    return _plain(cell) and _looks_numeric(cell)

@@ -10,6 +10,7 @@ import orjson
 
 from handlers.contract.csv_rows import rows_from_csv
 from handlers.contract.instances import rows_from_instances
+from handlers.contract.limits import bounded_csv, check_json_size
 from handlers.contract.npy_rows import rows_from_npy
 from handlers.contract.v2 import parse_v2
 from handlers.contract.validation import Parsed, RequestError, Schema, _kind, bad
@@ -30,7 +31,7 @@ def parse_request(body: Any, content_type: str | None, schema: Schema) -> Parsed
     if kind == JSON or kind.endswith("+json"):
         return parse_json(body, schema)
     if kind == CSV:
-        return Parsed(rows_from_csv(_text(body, "CSV"), schema))
+        return Parsed(rows_from_csv(_csv_text(bounded_csv(_bytes(body), schema)), schema))
     if kind in (NPY, "application/npy"):
         return Parsed(rows_from_npy(_bytes(body), schema))
     raise unsupported(kind)
@@ -57,13 +58,12 @@ def _bytes(body: Any) -> bytes:
     raise bad("invalid_request", "body: expected raw bytes")
 
 
-def _text(body: Any, what: str) -> str:
-    if isinstance(body, str):
-        return body
+def _csv_text(raw: bytes) -> str:
+    """UTF-8, with or without the byte order mark spreadsheet programs write first."""
     try:
-        return _bytes(body).decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise bad(f"invalid_{what.lower()}", f"body is not UTF-8 {what}: {exc}") from None
+        raise bad("invalid_csv", f"body is not UTF-8 CSV: {exc}") from None
 
 
 def parse_json(body: Any, schema: Schema) -> Parsed:
@@ -72,10 +72,13 @@ def parse_json(body: Any, schema: Schema) -> Parsed:
         raw = _bytes(body)
         if not raw.strip():
             raise bad("invalid_json", "body is empty; expected a JSON object")
+        check_json_size(raw, schema)
         try:
             doc = orjson.loads(raw)  # fast; the stdlib below only words the error
         except orjson.JSONDecodeError:
             doc = _stdlib_json(raw)
+        else:
+            _check_unique_keys(raw, doc)
     else:
         doc = body  # TorchServe already decoded it
     return _parse_doc(doc, raw, schema)
@@ -85,11 +88,51 @@ def _stdlib_json(raw: bytes) -> Any:
     """Decode what orjson refused with the stdlib, for its precise error (or its wider
     grammar: NaN, huge integers, other encodings), so answers match the stdlib's."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_unique_keys)
+    except RequestError:
+        raise
     except RecursionError:
         raise bad("too_deep", "body: JSON nested too deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad("invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One JSON object, refusing a key given twice: any parser keeps only one of the values."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise bad("invalid_json", f"body: the JSON key {key!r} appears twice in one object; give it once")
+            seen.add(key)
+    return doc
+
+
+def _check_unique_keys(raw: bytes, doc: Any) -> None:
+    """orjson keeps the last value of a key given twice; the stdlib's pairs say which key.
+    Only a body with more colons than its decoded objects have keys can hold one, so most
+    bodies (rows as arrays: one colon) skip even the count."""
+    colons = raw.count(b":")
+    if isinstance(doc, dict) and colons > len(doc) and colons > _key_count(doc):
+        _stdlib_json(raw)
+
+
+def _key_count(doc: Any) -> int:
+    """The keys of the objects in a decoded document, to compare with the colons of its text:
+    fewer keys than colons means a key given twice or a colon inside a string. Counted in C
+    where rows are (a list of objects: their lengths, their values not walked; a list of
+    anything else: not walked). An object missed so only sends the body through the exact
+    check, never past it: the count can only fall short."""
+    count, todo = 0, [doc]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            todo.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list) and item and set(map(type, item)) == {dict}:
+            count += sum(map(len, item))
+    return count
 
 
 def _parse_doc(doc: Any, raw: bytes | None, schema: Schema) -> Parsed:
@@ -100,6 +143,8 @@ def _parse_doc(doc: Any, raw: bytes | None, schema: Schema) -> Parsed:
             "missing_field",
             f"body: expected a JSON object with 'instances' or 'inputs', got {_kind(doc)}",
         )
+    if "instances" in doc and "inputs" in doc:
+        raise bad("invalid_request", "body: both 'instances' and 'inputs'; send rows in one of them")
     if "instances" in doc:
         return Parsed(rows_from_instances(doc["instances"], schema, suspect))
     if "inputs" in doc:

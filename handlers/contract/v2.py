@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
+import torch
 
 from handlers.contract.validation import Parsed, Schema, _kind, bad, to_tensor
 
-V2_DATATYPES = frozenset(
-    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-)
+# the values a tensor of each datatype can hold, from numpy's types of the same names
+_FLOATS: dict[str, type[np.floating[Any]]] = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+_INTEGERS: dict[str, type[np.integer[Any]]] = {"INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+             "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64}  # fmt: skip
+_RANGES: dict[str, tuple[float, float]] = {
+    **{name: (float(np.finfo(t).min), float(np.finfo(t).max)) for name, t in _FLOATS.items()},
+    **{name: (float(np.iinfo(t).min), float(np.iinfo(t).max)) for name, t in _INTEGERS.items()},
+}
+V2_DATATYPES = frozenset(_RANGES)
 
 
 def parse_v2(doc: dict[str, Any], schema: Schema, suspect: bool = True) -> Parsed:
@@ -55,14 +65,23 @@ def parse_v2(doc: dict[str, Any], schema: Schema, suspect: bool = True) -> Parse
         rows = [data[i * n_features : (i + 1) * n_features] for i in range(n)]
     if len(rows) != n:
         raise bad("wrong_shape", f"inputs[0].data: shape {shape} needs {n} rows, got {len(rows)}")
-    x = to_tensor(
-        rows,
-        schema,
-        suspect,
-        lambda i, j: f"inputs[0].data[{i * n_features + j}] (row {i}, {schema.feature_names[j]})",
-        lambda i: f"inputs[0].data[{i}]",
-    )
+    def where(i: int, j: int) -> str:
+        return f"inputs[0].data[{i * n_features + j}] (row {i}, {schema.feature_names[j]})"
+
+    x = to_tensor(rows, schema, suspect, where, lambda i: f"inputs[0].data[{i}]")
+    _check_range(x, datatype, where)
     if datatype.startswith(("INT", "UINT")) and not bool((x == x.round()).all()):
         raise bad("invalid_value", f"inputs[0].data: datatype {datatype} holds non-integer values")
     request_id = doc.get("id")
     return Parsed(x, "v2", str(request_id) if request_id is not None else None)
+
+
+def _check_range(x: torch.Tensor, datatype: str, where: Callable[[int, int], str]) -> None:
+    """Values the datatype cannot hold (INT8 holding 1e30) are a client's mistake, not data."""
+    low, high = _RANGES[datatype]
+    values = x.double()
+    outside = (values < low) | (values > high)
+    if bool(outside.any()):
+        i, j = outside.nonzero()[0].tolist()
+        value = values[i, j].item()
+        raise bad("invalid_value", f"{where(i, j)}: {value:g} is outside the {datatype} range [{low:g}, {high:g}]")

@@ -45,18 +45,45 @@ def bad(type_: str, message: str, status: int = 400) -> RequestError:
 
 @dataclass(frozen=True)
 class Schema:
-    """What a request must look like: the features in order and the row limit."""
+    """What a request must look like: the features in order, the row limit, and the values
+    each feature may take (``low``/``high``; float32's range unless the handler bounds them
+    by the training range, ``bounded``)."""
 
     feature_names: tuple[str, ...]
     max_rows: int = 10_000
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
     index: dict[str, int] = field(init=False, repr=False, compare=False)
+    bounds: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", {n: i for i, n in enumerate(self.feature_names)})
+        n = len(self.feature_names)
+        low = np.array(self.low if self.low is not None else [-FLOAT32_MAX] * n, dtype=np.float64)
+        high = np.array(self.high if self.high is not None else [FLOAT32_MAX] * n, dtype=np.float64)
+        object.__setattr__(self, "bounds", (low, high))
+
+    @classmethod
+    def bounded(
+        cls, feature_names: tuple[str, ...], max_rows: int, training_range: dict[str, list[float]], ranges: float
+    ) -> Schema:
+        """Values at most ``ranges`` widths of the training range beyond it, per feature. Far
+        beyond, the scaling overflows: the answer was 200 with null probabilities, and int8's
+        quantisation raised for the whole batch (issue 25)."""
+        lo, hi = np.array(training_range["min"], np.float64), np.array(training_range["max"], np.float64)
+        span = np.maximum(hi - lo, 1.0)  # a feature constant in training still gets room
+        low = np.maximum(lo - ranges * span, -FLOAT32_MAX)
+        high = np.minimum(hi + ranges * span, FLOAT32_MAX)
+        return cls(feature_names, max_rows, tuple(low.tolist()), tuple(high.tolist()))
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    def holds(self, x: np.ndarray) -> bool:
+        """Every value within its feature's bounds (False for NaN and infinities too)."""
+        low, high = self.bounds
+        return bool(((x >= low) & (x <= high)).all())
 
     def check_rows(self, n: int, where: str) -> None:
         if n == 0:
@@ -94,7 +121,7 @@ def to_tensor(
         except (TypeError, ValueError, OverflowError):
             arr = None
         if arr is not None and arr.dtype.kind in "fiu" and arr.ndim == 2 and arr.shape[1] == schema.n_features:
-            return _checked(arr, where)
+            return _checked(arr, schema, where)
     n = schema.n_features
     for i, row in enumerate(rows):
         if not isinstance(row, (list, tuple)):
@@ -114,15 +141,17 @@ def to_tensor(
                 raise bad("invalid_value", f"{where(i, j)}: expected a number, got {_kind(value)}")
             if isinstance(value, int) and abs(value) > FLOAT32_MAX:
                 raise bad("invalid_value", f"{where(i, j)}: {value} is outside the float32 range")
-    return _checked(torch.tensor(rows, dtype=torch.float64), where)
+    return _checked(torch.tensor(rows, dtype=torch.float64), schema, where)
 
 
-def _checked(arr: np.ndarray | torch.Tensor, where: Callable[[int, int], str]) -> torch.Tensor:
-    """Reject non-finite values and values float32 cannot hold; return float32."""
+def _checked(arr: np.ndarray | torch.Tensor, schema: Schema, where: Callable[[int, int], str]) -> torch.Tensor:
+    """Reject non-finite values, values float32 cannot hold and values outside the schema's
+    bounds; return float32."""
     if isinstance(arr, np.ndarray):  # one numpy pass for valid input (torch ops cost ~5 us each)
         x = np.asarray(arr, dtype=np.float64)
-        if bool((np.abs(x) <= FLOAT32_MAX).all()):  # False for NaN and infinities too
+        if schema.holds(x):
             return torch.from_numpy(x.astype(np.float32))
+        arr = x
     t = torch.as_tensor(arr, dtype=torch.float64)
     finite = torch.isfinite(t)
     if not bool(finite.all()):
@@ -132,6 +161,15 @@ def _checked(arr: np.ndarray | torch.Tensor, where: Callable[[int, int], str]) -
     if bool(too_big.any()):
         i, j = too_big.nonzero()[0].tolist()
         raise bad("invalid_value", f"{where(i, j)}: {t[i, j].item():g} is outside the float32 range")
+    low, high = (torch.from_numpy(b) for b in schema.bounds)
+    outside = (t < low) | (t > high)
+    if bool(outside.any()):
+        i, j = outside.nonzero()[0].tolist()
+        raise bad(
+            "out_of_range",
+            f"{where(i, j)}: {t[i, j].item():g} is far outside the training range of {schema.feature_names[j]} "
+            f"(accepted: {low[j].item():g} to {high[j].item():g}); the model cannot answer it",
+        )
     return t.to(torch.float32)
 
 

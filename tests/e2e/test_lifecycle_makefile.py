@@ -4,57 +4,24 @@ under the mixed load with no failed request; then stop and serve-bg keep the def
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import requests
 import torch
 
 from benchmarks.lifecycle import probabilities
 from benchmarks.loadmix import Mix, Report, run
 from handlers.model_card import METADATA_FILE, ModelCard
-from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL, REPO, free_ports
-
-
-def copy_of_repo(dst: Path) -> Path:
-    """The tracked files, the built model and the build stamps, and the venv by symlink."""
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for name in filter(None, tracked.decode().split("\0")):
-        if (REPO / name).is_file():
-            (dst / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dst / name)
-    for folder in ("artifacts", "model_store"):
-        shutil.copytree(REPO / folder, dst / folder)
-    (dst / "build").mkdir()
-    for stamp in (REPO / "build").glob("*.params"):
-        shutil.copy2(stamp, dst / "build" / stamp.name)
-    for stamp in (REPO / "build").glob("last-build.mk"):
-        shutil.copy2(stamp, dst / "build" / stamp.name)
-    os.symlink(REPO / ".venv", dst / ".venv")
-    return dst
+from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL
 
 
 def make(repo: Path, *args: str, timeout: float = 300) -> str:
     result = subprocess.run(["make", "-s", *args], cwd=repo, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"make {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
-
-
-@pytest.fixture
-def repo(tmp_path) -> Iterator[tuple[Path, str, list[int]]]:
-    copy = copy_of_repo(tmp_path / "repo")
-    ports = free_ports(4)
-    serve_args = f"SERVE_ARGS=--run-dir {tmp_path / 'run'} --ports {','.join(map(str, ports))}"
-    try:
-        yield copy, serve_args, ports
-    finally:
-        subprocess.run(["make", "-s", "stop", serve_args], cwd=copy, capture_output=True, timeout=120)
 
 
 def answered_by(port: int, name: str, rows: list[list[float]]) -> str:

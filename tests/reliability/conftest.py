@@ -4,7 +4,6 @@ never touch the shared ``live`` server of the integration tier."""
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from benchmarks.loadmix import Mix
-from servectl import server
+from servectl import digests, server
 from servectl.settings import ServeSettings
 from tests.conftest import free_ports
 from tests.integration.conftest import frontend_metric, workers
@@ -41,14 +40,18 @@ def own_server(
         server.stop(settings)
 
 
-def repacked_mar(src: Path, store: Path, change: dict[str, bytes | None]) -> Path:
-    """A copy of the .mar in ``store`` with some members replaced (bytes) or kept (None)."""
+def repacked_mar(src: Path, store: Path, change: dict[str, bytes | None], record: bool = True) -> Path:
+    """A copy of the .mar in ``store`` with some members replaced (bytes) or kept (None).
+    ``record``: the test acts as the builder and records its digest (servectl.digests), so
+    servectl serves it and what is tested is the handler's own checks; False: a tampered file."""
     store.mkdir(parents=True, exist_ok=True)
     dst = store / src.name
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
         for item in zin.infolist():
             data = change.get(item.filename)
             zout.writestr(item, data if data is not None else zin.read(item.filename))
+    if record:
+        digests.record(store, [dst])
     return dst
 
 
@@ -73,7 +76,8 @@ def mix(reference, built_card) -> Mix:
 
 
 def copy_store(src_store: Path, dst: Path) -> Path:
+    """The store's archives, each checked and copied with its recorded digest."""
     dst.mkdir(parents=True, exist_ok=True)
     for mar in src_store.glob("*.mar"):
-        shutil.copy2(mar, dst / mar.name)
+        digests.copy(mar, dst)
     return dst

@@ -25,7 +25,7 @@ from client.api import Client, ClientConfig
 from handlers.metric_names import PREFIX
 from handlers.model_card import METADATA_FILE, ModelCard
 from model import archive, export
-from servectl import canary, lifecycle, server, versions
+from servectl import canary, digests, lifecycle, server, versions
 from servectl.errors import ServeError
 from servectl.management import Management
 from servectl.settings import Endpoint, ServeSettings
@@ -177,10 +177,7 @@ def bad_candidate(settings: ServeSettings, work: Path, good: Path, version: str)
     card = export.export(settings.model_name, version, work)
     good_metrics = ModelCard.load(good / METADATA_FILE).metrics  # the accuracy it claims, and misses
     ModelCard.from_dict({**card.to_dict(), "metrics": good_metrics}).save(work / METADATA_FILE)
-    latest = settings.model_store / f"{settings.model_name}.mar"
-    kept = latest.read_bytes()
-    archive.archive(work, settings.model_store, build=work / "build")
-    latest.write_bytes(kept)
+    archive.archive(work, settings.model_store, build=work / "build", latest=False)
 
 
 def test_the_watcher_rolls_a_bad_canary_back_under_load_and_says_why(life, mix, built_card, proxy_port, tmp_path):
@@ -213,7 +210,9 @@ def store_variant(settings, source_version: str, new_version: str, **card_change
     manifest["model"]["modelVersion"] = new_version
     tmp = repacked_mar(src, settings.run_dir / f"repack-{new_version}", {
         "metadata.json": json.dumps(card).encode(), "MAR-INF/MANIFEST.json": json.dumps(manifest).encode()})
-    tmp.rename(settings.model_store / versions.archive_name(settings.model_name, new_version))
+    target = settings.model_store / versions.archive_name(settings.model_name, new_version)
+    tmp.rename(target)
+    digests.record(settings.model_store, [target])  # built on purpose: recorded, as model.archive does
 
 
 def test_a_tampered_archive_is_refused_and_unloaded_again(life):

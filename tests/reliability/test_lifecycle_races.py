@@ -7,7 +7,6 @@ requests "Worker died." itself, which no handler metric counts)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from handlers.metric_names import PREFIX
 from handlers.model_card import METADATA_FILE, ModelCard
-from servectl import canary, lifecycle, server, versions, watcher
+from servectl import canary, digests, lifecycle, server, versions, watcher
 from servectl.errors import ServeError
 from servectl.management import Management
 from servectl.settings import ServeSettings
@@ -64,7 +63,9 @@ def repack(settings: ServeSettings, source: str, version: str, handler: str | No
     if handler is not None:
         with zipfile.ZipFile(tmp, "a") as mar:
             mar.writestr("crashing_handler.py", handler)
-    tmp.rename(settings.model_store / versions.archive_name(settings.model_name, version))
+    target = settings.model_store / versions.archive_name(settings.model_name, version)
+    tmp.rename(target)
+    digests.record(settings.model_store, [target])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def races(tmp_path_factory) -> Iterator[tuple[ServeSettings, str, str, Path]]:
     store.mkdir()
     card = ModelCard.load(REPO / "artifacts" / METADATA_FILE)
     for mar in (f"{card.model_name}.mar", f"{card.model_name}-{card.version}.mar"):
-        shutil.copy2(REPO / "model_store" / mar, store / mar)
+        digests.copy(REPO / "model_store" / mar, store)
     ports = free_ports(4)
     settings = ServeSettings.load(card.model_name, run_dir=work / "run", model_store=store)
     settings = settings.with_ports(ports[0], ports[1], ports[2], model_metrics=ports[3])

@@ -188,6 +188,9 @@ def test_targets_by_name_id_list_or_header(explainer, built_card):
         ({"target": ["beta"]}, {}, "target: 1 targets for 2 rows; give one per row or one for all"),
         ({"target": ["beta", None]}, {}, "target[1]: None is not a class; use a name of ['alpha', 'beta', 'gamma'] or an id from 0 to 2"),
         ({"target": "beta"}, {"X-Explain-Target": "beta"}, "target: given both in the x-explain-target header and in the body; give it once"),
+        # issue 25: these pass str.isdigit() and used to raise in int(): a 500
+        ({}, {"X-Explain-Target": "\u00b2"}, "target: '\u00b2' is not a class; use a name of ['alpha', 'beta', 'gamma'] or an id from 0 to 2"),
+        ({"target": ["1", "\u2460"]}, {}, "target[1]: '\u2460' is not a class; use a name of ['alpha', 'beta', 'gamma'] or an id from 0 to 2"),
     ],
 )
 def test_a_bad_target_is_a_400(explainer, doc, headers, message):
@@ -215,14 +218,18 @@ def test_baselines_the_request_may_ask_for(explainer, built_card):
         ([1, 2], "baseline: expected 10 features, got 2"),
         ([1] * 9 + [True], "baseline (f10): True is not a finite float32 number"),
         ([1] * 9 + [1e39], "baseline (f10): 1e+39 is not a finite float32 number"),
+        ([1] * 9 + [3e38], "baseline (f10): 3e+38 is far outside the training range of f10"),
         ({"f1": 1}, "baseline: missing feature 'f2'; the features are ['f1', 'f2', 'f3', 'f4', 'f5', 'f6', 'f7', 'f8', 'f9', 'f10']"),
         ({"colour": 1}, "baseline: unknown feature 'colour'; the features are ['f1', 'f2', 'f3', 'f4', 'f5', 'f6', 'f7', 'f8', 'f9', 'f10']"),
     ],
 )
-def test_a_bad_baseline_is_a_400(explainer, baseline, message):
+def test_a_bad_baseline_is_a_400(built_model, built_card, baseline, message):
+    schema = Schema.bounded(built_card.feature_names, 10_000, built_card.training_range, 1e6)
+    explainer = Explainer(built_model, built_card, ExplainSettings(), "m", "1", schema)
     with pytest.raises(RequestError) as exc:
         options(explainer, {"baseline": baseline})
-    assert (exc.value.status, exc.value.type, exc.value.message) == (400, "invalid_baseline", message)
+    assert (exc.value.status, exc.value.type) == (400, "invalid_baseline")
+    assert exc.value.message.startswith(message)
 
 
 def test_explanations_have_a_row_limit_of_their_own(explainer):
@@ -237,9 +244,44 @@ def test_settings_come_from_the_shipped_model_config():
     import yaml
 
     section = yaml.safe_load((REPO / "serve_config/model-config.yaml").read_text())["handler"]["explain"]
-    assert ExplainSettings.from_config(section) == ExplainSettings(steps=64, max_steps=1024, tolerance=1e-3, max_rows=100)
+    assert ExplainSettings.from_config(section) == ExplainSettings(
+        steps=64, max_steps=1024, tolerance=1e-3, max_rows=100, max_batch_points=262144
+    )
     with pytest.raises(ValueError):
         ExplainSettings.from_config({"steps": 128, "max_steps": 64})
+    with pytest.raises(ValueError, match="admit one request"):
+        ExplainSettings.from_config({**section, "max_batch_points": 100 * 64 - 1})
+
+
+def test_a_batch_spends_at_most_its_budget_of_path_points(built_model, built_card, test_split, monkeypatch):
+    """Issue 25: the cost was capped per request (100 rows, up to 1,024 steps each), so a batch
+    of 64 such requests cost ~6 s of worker time. Now the batch's path points are capped: the
+    first passes that fit are admitted in order, the rest get 429, and the refinements share
+    what is left; every answered row still reports its own error and steps."""
+    import handlers.explain as explain_module
+
+    spent: list[int] = []
+    real = explain_module.integrated_gradients
+
+    def counted(model, x, baseline, targets, steps):
+        spent.append(x.shape[0] * steps)
+        return real(model, x, baseline, targets, steps)
+
+    monkeypatch.setattr(explain_module, "integrated_gradients", counted)
+    budget = 10 * 64 * 4
+    explainer = explainer_for(built_model, built_card, max_rows=10, max_batch_points=budget)
+    far = torch.full((built_card.n_features,), 5.0)  # a distant baseline: every row wants refining
+    rows = test_split["x"][:10]
+    asked = [ExplanationRequest(Parsed(rows), torch.full((10,), -1), far, "request") for _ in range(6)]
+    answers = explainer.explain(asked)
+    assert sum(spent) <= budget, spent
+    assert [a.status if isinstance(a, RequestError) else 200 for a in answers] == [200] * 4 + [429] * 2
+    assert answers[4].type == "explanation_budget_spent" and f"budget of {budget} path points" in answers[4].message
+    for answer in answers[:4]:
+        assert all(row["steps"] == 64 for row in answer["explanations"])  # the first passes took it all
+    spent.clear()
+    (alone,) = explainer.explain(asked[:1])
+    assert sum(spent) <= budget and max(row["steps"] for row in alone["explanations"]) > 64
 
 
 # ---------------------------------------------------------------- metrics
@@ -379,3 +421,17 @@ def test_parse_errors_of_explanations_are_the_predictions_own(worker, built_card
             parse_request(body, "application/json", schema)
         (answer,) = run(worker, frame(body))
         assert answer.json() == exc.value.to_dict() and answer.status == exc.value.status
+
+
+def test_a_batch_over_the_explanation_budget_answers_every_request_in_its_place(worker, test_split):
+    """The shipped budget admits 40 first passes of 100 rows: the 41st explanation gets its own
+    429, the predictions and explanations around it their answers, and a bad target its 400."""
+    rows = test_split["x"][:100].tolist()
+    heavy = frame({"instances": rows, "baseline": [5.0] * len(rows[0])})
+    prediction = frame({"instances": rows[:2]}, explain=False)
+    bad = frame({"instances": rows[:1]}, **{"X-Explain-Target": "\u00b2"})
+    answers = run(worker, prediction, *[heavy] * 41, bad, prediction)
+    assert [a.status for a in answers] == [200] + [200] * 40 + [429, 400, 200]
+    assert answers[41].json()["type"] == "explanation_budget_spent"
+    assert answers[42].json()["type"] == "invalid_target"
+    assert len(answers[40].json()["explanations"]) == 100 and "predictions" in answers[-1].json()

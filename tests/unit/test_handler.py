@@ -209,13 +209,75 @@ def test_an_unexpected_error_fails_only_its_own_request(worker, rows, monkeypatc
     assert answers[1].json()["type"] == "internal_error"
 
 
+def describe_request(rid="d"):
+    """What the frontend sends for ``GET /models/<name>?customized=true``: the management
+    request's headers, then ``describe: True``, and no body (ManagementRequestHandler)."""
+    return {"requestId": rid.encode(), "headers": [{"name": b"Host", "value": b"127.0.0.1"},
+            {"name": b"describe", "value": b"True"}], "parameters": []}
+
+
+def client_describe(body, rid="c"):
+    """A prediction whose client sent ``describe: True`` itself: TorchServe copies it, and adds
+    the ``explain`` header every inference endpoint sets."""
+    r = request(body, rid=rid)
+    r["headers"] += [{"name": b"describe", "value": b"True"}, {"name": b"explain", "value": b"False"}]
+    return r
+
+
 def test_describe_returns_the_model_card(worker, card):
-    batch = [request(b"")]
-    batch[0]["headers"].append({"name": b"describe", "value": b"True"})
-    _, answers = decode(worker.predict(batch))
+    _, answers = decode(worker.predict([describe_request()]))
     described = json.loads(answers[0].body)
     assert described["feature_names"] == list(card.feature_names)
     assert described["serving"] == {"max_rows": 20, "version": "0.1"}
+
+
+def test_a_client_describe_header_neither_poisons_the_batch_nor_returns_the_card(worker, rows, atol):
+    """Issue 25: the handler honoured any request 0's describe header and returned one answer for
+    the batch (TorchServe then failed every request in it with 503); the frontend also batches
+    its own describe requests with predictions, at any index. Each request gets its own answer."""
+    good = {"instances": rows[:2].tolist()}
+    alone = predict(worker, good)[0].json()["predictions"]
+    legacy = {"requestId": b"l", "parameters": [], "headers": [  # an empty form post to /<name>/predict
+        {"name": b"Content-Type", "value": b"application/x-www-form-urlencoded"}, {"name": b"describe", "value": b"True"}]}
+    batch = [client_describe(good), request(good, rid="p"), describe_request(), client_describe(b"", rid="e"), legacy]
+    code, answers = decode(worker.predict(batch))
+    assert code == 200 and len(answers) == 5
+    assert [a.status for a in answers] == [200, 200, 200, 400, 415]
+    for answer in answers[:2]:
+        got = answer.json()["predictions"]
+        assert [p["label"] for p in got] == [p["label"] for p in alone]
+        assert all(g["probabilities"] == pytest.approx(w["probabilities"], abs=atol) for g, w in zip(got, alone))
+    assert "feature_names" in answers[2].json() and "predictions" not in answers[2].json()
+    assert answers[3].json()["type"] == "invalid_json"
+
+
+def test_values_far_outside_the_training_range_are_a_400_naming_their_place(worker, card, rows, atol):
+    """Issue 25: [[3e38, ...]] is a finite float32, but the scaling overflows: the answer was
+    200 with null probabilities (labelled as the first class), and int8's quantisation raised
+    for the whole batch. Now that request is refused, naming the value's place; the others of
+    the batch are answered, and values at the accepted bound still get finite answers."""
+    huge = rows[:3].clone()
+    huge[1, 0] = 3e38
+    low, high = (torch.tensor(b * (1 - 1e-6), dtype=torch.float32) for b in worker._entry_point.__self__.schema.bounds)
+    edge = torch.stack([low, high])
+    good = {"instances": rows[:1].tolist()}
+    answers = predict(worker, good, {"instances": huge.tolist()}, (npy_bytes(huge), "application/x-npy"), good,
+                      {"instances": edge.tolist()})
+    assert [a.status for a in answers] == [200, 400, 400, 200, 200]
+    name = card.feature_names[0]
+    for answer, place in zip(answers[1:3], ("instances[1][0]", "rows[1][0]")):
+        body = answer.json()
+        assert body["type"] == "out_of_range", body
+        assert body["message"].startswith(f"{place} ({name}): 3e+38 is far outside the training range of {name}"), body
+    assert json.loads(answers[0].body) == json.loads(answers[3].body)
+    at_edge = [list(p["probabilities"].values()) for p in answers[4].json()["predictions"]]
+    assert all(v is not None and np.isfinite(v) for row in at_edge for v in row), at_edge
+
+
+def npy_bytes(x: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x.numpy())
+    return buf.getvalue()
 
 
 def test_tampered_model_keeps_the_worker_from_loading(tiny_artifacts, tmp_path):
@@ -252,9 +314,7 @@ def test_explanations_answer_where_the_variant_has_autograd_and_a_clear_400_else
 
 
 def test_the_served_card_names_the_variant_and_its_runtime(worker, card, variant):
-    batch = [request(b"")]
-    batch[0]["headers"].append({"name": b"describe", "value": b"True"})
-    _, answers = decode(worker.predict(batch))
+    _, answers = decode(worker.predict([describe_request()]))
     described = json.loads(answers[0].body)
     assert (described["variant"], described["runtime"]) == (variant, VARIANTS[variant].runtime)
     assert described["references"][0] == "report.md"

@@ -1,0 +1,1 @@
+"""Checks of the project itself that make runs (not shipped, not imported by the service)."""
