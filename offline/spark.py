@@ -36,8 +36,10 @@ from pyspark.sql import types as T
 from handlers.contract import RequestError, Schema, rows_from_csv
 from handlers.contract.columns import Located, locate, rows_from_columns
 from handlers.contract.csv_rows import _csv_header_order, _is_number
-from handlers.model_card import ModelCard
+from handlers.model_card import ModelCard, ModelCardError
 from offline import archive
+from servectl import digests
+from servectl.errors import ServeError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MAR = REPO / "model_store" / "tabular_classifier.mar"
@@ -178,12 +180,12 @@ def make_predict_fn(job: Job) -> Callable[[], Callable[[np.ndarray], dict[str, n
     def make() -> Callable[[np.ndarray], dict[str, np.ndarray]]:
         torch.set_num_threads(1)  # one task per core: each worker's forward pass on one thread
         model = archive.load(Path(_archive_file(job)))
-        schema = Schema(model.card.feature_names, max_rows=job.batch_rows)
+        schema = model.archive.schema(job.batch_rows)
         parse = _csv_parser(job.csv_header, schema) if job.csv_header is not None else _column_parser(schema)
 
         def predict(x: np.ndarray) -> dict[str, np.ndarray]:
             located = locate(x, parse, schema.n_features)
-            return answers(located, model.runtime, model.card.class_names)
+            return answers(located, model.runtime, model.archive.card.class_names)
 
         return predict
 
@@ -250,9 +252,12 @@ def score(frame: DataFrame, job: Job, partitions: int | None = None) -> DataFram
 
 
 def run(spark: SparkSession, src: str, out: str, mar: Path, partitions: int | None = None) -> dict[str, Any]:
-    """Read, score, write (Parquet, or CSV when ``out`` ends in .csv); the counts it wrote."""
+    """Read, score, write (Parquet, or CSV when ``out`` ends in .csv); the counts it wrote. The
+    archive must be the one built and recorded (servectl.digests, as servectl serves only those);
+    each executor then checks the model file against the card's sha256 (offline.archive)."""
     started = time.perf_counter()
-    card, _ = archive.read_card(mar)
+    digests.verify(mar)
+    card = archive.read(mar).card
     if not any(f.endswith(mar.name) for f in (spark.conf.get("spark.files", "") or "").split(",")):
         spark.sparkContext.addFile(str(mar))
     frame, header = read_rows(spark, src, card)
@@ -284,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = session(args.master)
     try:
         result = run(spark, args.input, args.out, args.mar, args.partitions)
-    except InputError as exc:
+    except (InputError, ServeError, ModelCardError) as exc:
         print(f"offline.spark: {exc}", file=sys.stderr)
         return 2
     finally:

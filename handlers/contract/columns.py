@@ -5,7 +5,8 @@ every good row and mark each bad one. Two pure pieces make the request parsers s
 
 - ``rows_from_columns``: one array per feature (how Spark's Arrow batches and pandas hand over a
   typed table) to float32 rows, by the request parsers' own checks (``_checked``: NaN, infinities,
-  values float32 cannot hold), string cells read as the CSV parser reads them.
+  values float32 cannot hold, values far outside the training range), string cells read as the
+  CSV parser reads them.
 - ``locate``: any parser (this one, or ``rows_from_csv`` over a batch of CSV lines) applied to a
   batch, and where it refuses, to halves of it until each refused row stands alone with the
   error the service would give it. A valid batch costs one vectorised call; k bad rows cost
@@ -52,7 +53,7 @@ def rows_from_columns(columns: Sequence[np.ndarray], schema: Schema) -> torch.Te
     for j, column in enumerate(columns):
         x[:, j] = _numbers(np.asarray(column), schema.feature_names[j])
     names = schema.feature_names
-    return _checked(x, lambda i, j: f"column {names[j]}")
+    return _checked(x, schema, lambda i, j: f"column {names[j]}")
 
 
 def _numbers(column: np.ndarray, name: str) -> np.ndarray:

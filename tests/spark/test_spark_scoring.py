@@ -16,6 +16,7 @@ import requests
 from handlers.model_card import ModelCardError
 from offline import archive
 from offline.spark import InputError, run
+from servectl.errors import ServeError
 from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL, REPO
 
 MAR = REPO / "model_store" / "tabular_classifier.mar"
@@ -86,11 +87,11 @@ def test_refused_csv_rows_carry_the_service_error_and_the_others_are_scored(spar
     names = list(built_card.feature_names)
     cells = [[repr(float(v)) for v in r] for r in rows[:8]]
     bad = {1: ["abc", *cells[1][1:]], 3: ["nan", *cells[3][1:]], 4: [*cells[4][:9], "1e39"],
-           6: [*cells[6], "7"], 7: cells[7][:5]}
+           5: ["1e30", *cells[5][1:]], 6: [*cells[6], "7"], 7: cells[7][:5]}
     src = tmp_path / "bad.csv"
     write_csv(src, names, rows[:8], {i: ",".join(c) for i, c in bad.items()})
     frame, result = scored(spark, src, tmp_path / "bad-out.parquet")
-    assert len(frame) == 8 and result["refused"] == {"invalid_value": 3, "wrong_shape": 2}
+    assert len(frame) == 8 and result["refused"] == {"invalid_value": 3, "out_of_range": 1, "wrong_shape": 2}
     header = ",".join(names)
     for i in range(8):
         if i in bad:
@@ -155,8 +156,9 @@ def test_a_csv_header_the_service_refuses_stops_the_job(spark, built_card, tmp_p
         run(spark, str(src), str(tmp_path / "never.parquet"), MAR)
 
 
-def test_an_archive_whose_model_file_changed_is_refused(built_card, tmp_path):
-    """The handler's sha256 check, on the executors' path: a model file edited in the .mar."""
+def test_an_archive_whose_model_file_changed_is_refused(spark, built_card, rows, tmp_path):
+    """The driver scores only a recorded archive (servectl.digests); an executor loads only a
+    model file whose sha256 is the card's (the handler's check): a model file edited in the .mar."""
     tampered = tmp_path / "tampered.mar"
     with zipfile.ZipFile(MAR) as src, zipfile.ZipFile(tampered, "w") as dst:
         for item in src.infolist():
@@ -164,4 +166,8 @@ def test_an_archive_whose_model_file_changed_is_refused(built_card, tmp_path):
             dst.writestr(item, data + b"\0" if item.filename == built_card.model_file else data)
     with pytest.raises(ModelCardError, match="does not match the metadata"):
         archive.load(tampered)
-    assert archive.load(MAR).card == built_card
+    src = tmp_path / "rows.parquet"
+    pd.DataFrame(rows[:3], columns=list(built_card.feature_names)).to_parquet(src)
+    with pytest.raises(ServeError, match="no digest recorded"):
+        run(spark, str(src), str(tmp_path / "never.parquet"), tampered)
+    assert archive.load(MAR).archive.card == built_card
