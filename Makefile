@@ -261,3 +261,8 @@ spark-modules: build/spark/modules.zip ## zip handlers/ and offline/ for spark-s
 build/spark/modules.zip: $(wildcard handlers/*.py handlers/*/*.py offline/*.py)
 	@mkdir -p $(@D) && rm -f $@
 	$(PY) -m zipfile -c $@ handlers offline
+
+# rows/s of offline.spark beside client score and in-process, in one run (benchmarks/spark_bench.py)
+.PHONY: bench-spark
+bench-spark: $(MAR) $(SPARK_TOOLS) ## 1M rows on local Spark beside client score and in-process (BENCH_ARGS='--rows 100000')
+	$(PY) -m benchmarks.spark_bench --note '$(NOTE)' $(BENCH_ARGS)
