@@ -256,11 +256,11 @@ test-spark: $(MAR) $(SPARK_TOOLS) ## the Spark tier: offline.spark on local[2] a
 	$(PY) -m pytest tests/spark -m spark $(PYTEST_ARGS)
 
 # spark-submit --py-files: the modules the driver and the executors import (README "Scoring on Spark")
-spark-modules: build/spark/modules.zip ## zip handlers/ and offline/ for spark-submit --py-files
+spark-modules: build/spark/modules.zip ## zip handlers/, offline/ and servectl/ for spark-submit --py-files
 
-build/spark/modules.zip: $(wildcard handlers/*.py handlers/*/*.py offline/*.py)
+build/spark/modules.zip: $(wildcard handlers/*.py handlers/*/*.py offline/*.py servectl/*.py)
 	@mkdir -p $(@D) && rm -f $@
-	$(PY) -m zipfile -c $@ handlers offline
+	$(PY) -m zipfile -c $@ handlers offline servectl
 
 # rows/s of offline.spark beside client score and in-process, in one run (benchmarks/spark_bench.py)
 .PHONY: bench-spark
