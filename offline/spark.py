@@ -35,7 +35,7 @@ from pyspark.sql import types as T
 
 from handlers.contract import RequestError, Schema, rows_from_csv
 from handlers.contract.columns import Located, locate, rows_from_columns
-from handlers.contract.csv_rows import _csv_header_order, _is_number
+from handlers.contract.csv_rows import _csv_header_order, _looks_numeric
 from handlers.model_card import ModelCard, ModelCardError
 from offline import archive
 from servectl import digests
@@ -116,7 +116,7 @@ def _csv_lines(spark: SparkSession, path: str, card: ModelCard) -> tuple[DataFra
     if first is None:
         return lines, None
     text = str(first["value"])
-    if all(_is_number(cell) for cell in text.split(",")):
+    if all(_looks_numeric(cell) for cell in text.split(",")):  # the service's rule for a header
         return lines, None
     try:
         _csv_header_order([cell.strip() for cell in text.split(",")], Schema(card.feature_names))
