@@ -80,6 +80,7 @@ def session(master: str | None = None, app: str = "tabular-score") -> SparkSessi
         builder = builder.master(master or "local[*]")
     for key, value in {
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": "8",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(BATCH_ROWS),
     }.items():
