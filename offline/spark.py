@@ -50,7 +50,6 @@ NUMERIC = ("byte", "short", "int", "bigint", "float", "double")
 _LINE = re.compile(r"^line \d+[,:] ?")  # the CSV parser's place in a batch, not in the input
 
 
-
 class InputError(ValueError):
     """The input as a whole does not fit the contract (the service's 4xx for a whole request)."""
 
@@ -62,6 +61,7 @@ class Job:
     mar_name: str  # the file name Spark ships (SparkFiles), or
     mar_path: str  # the driver's path (local mode: the same file system)
     class_names: tuple[str, ...]
+    csv: bool  # the input is CSV lines (else typed feature columns)
     csv_header: str | None  # CSV input: the header line sent with every batch (None: feature order)
     batch_rows: int = BATCH_ROWS
 
@@ -104,9 +104,13 @@ def _local_environment() -> None:
 
 def read_rows(spark: SparkSession, path: str, card: ModelCard) -> tuple[DataFrame, str | None]:
     """The input as the column(s) the scoring function takes, and the CSV header (if any)."""
-    if path.rstrip("/").lower().endswith(".csv"):
+    if _is_csv(path):
         return _csv_lines(spark, path, card)
     return _feature_columns(spark.read.parquet(path), card), None
+
+
+def _is_csv(path: str) -> bool:
+    return path.rstrip("/").lower().endswith(".csv")
 
 
 def _csv_lines(spark: SparkSession, path: str, card: ModelCard) -> tuple[DataFrame, str | None]:
@@ -182,7 +186,7 @@ def make_predict_fn(job: Job) -> Callable[[], Callable[[np.ndarray], dict[str, n
         torch.set_num_threads(1)  # one task per core: each worker's forward pass on one thread
         model = archive.load(Path(_archive_file(job)))
         schema = model.archive.schema(job.batch_rows)
-        parse = _csv_parser(job.csv_header, schema) if job.csv_header is not None else _column_parser(schema)
+        parse = _csv_parser(job.csv_header, schema) if job.csv else _column_parser(schema)
 
         def predict(x: np.ndarray) -> dict[str, np.ndarray]:
             located = locate(x, parse, schema.n_features)
@@ -202,8 +206,9 @@ def _archive_file(job: Job) -> str:
     return shipped if os.path.isfile(shipped) else job.mar_path
 
 
-def _csv_parser(header: str, schema: Schema) -> Callable[[Sequence[str]], torch.Tensor]:
-    return lambda lines: rows_from_csv("\n".join([header, *lines]) + "\n", schema)
+def _csv_parser(header: str | None, schema: Schema) -> Callable[[Sequence[str]], torch.Tensor]:
+    head = [] if header is None else [header]
+    return lambda lines: rows_from_csv("\n".join([*head, *lines]) + "\n", schema)
 
 
 def _column_parser(schema: Schema) -> Callable[[np.ndarray], torch.Tensor]:
@@ -262,16 +267,16 @@ def run(spark: SparkSession, src: str, out: str, mar: Path, partitions: int | No
     if not any(f.endswith(mar.name) for f in (spark.conf.get("spark.files", "") or "").split(",")):
         spark.sparkContext.addFile(str(mar))
     frame, header = read_rows(spark, src, card)
-    job = Job(mar.name, str(mar.resolve()), card.class_names, header)
+    job = Job(mar.name, str(mar.resolve()), card.class_names, _is_csv(src), header)
     scored = score(frame, job, partitions)
     writer = scored.write.mode("overwrite")
-    writer.option("header", True).csv(out) if out.rstrip("/").lower().endswith(".csv") else writer.parquet(out)
+    writer.option("header", True).csv(out) if _is_csv(out) else writer.parquet(out)
     return summary(spark, out, time.perf_counter() - started)
 
 
 def summary(spark: SparkSession, out: str, seconds: float) -> dict[str, Any]:
     reader = spark.read.option("header", True)
-    written = reader.csv(out) if out.rstrip("/").lower().endswith(".csv") else reader.parquet(out)
+    written = reader.csv(out) if _is_csv(out) else reader.parquet(out)
     kinds = written.where(F.col("error").isNotNull()).groupBy(F.split("error", ":")[0].alias("type")).count()
     refused = {str(r["type"]): int(r["count"]) for r in kinds.collect()}
     rows = written.count()

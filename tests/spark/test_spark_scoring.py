@@ -64,15 +64,17 @@ def probabilities(frame: pd.DataFrame, card) -> np.ndarray:
     return frame[list(card.class_names)].to_numpy(dtype=np.float32)
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "csv-without-header"])
 def test_answers_equal_the_live_service(spark, predict_url, built_card, rows, tmp_path, fmt):
-    src = tmp_path / f"rows.{fmt}"
+    src = tmp_path / ("rows.parquet" if fmt == "parquet" else "rows.csv")
     names = list(built_card.feature_names)
     if fmt == "csv":
         write_csv(src, names[::-1], rows[:, ::-1])  # a header in another column order, as the service takes it
+    elif fmt == "csv-without-header":
+        src.write_text("".join(",".join(repr(float(v)) for v in r) + "\n" for r in rows))  # feature order
     else:
         pd.DataFrame(rows, columns=names).to_parquet(src)
-    frame, result = scored(spark, src, tmp_path / f"out.{fmt}")
+    frame, result = scored(spark, src, tmp_path / ("out.parquet" if fmt == "parquet" else "out.csv"))
     want = served(predict_url, rows)
     assert result["rows"] == len(rows) and result["refused"] == {}
     assert frame["row"].tolist() == list(range(len(rows)))
