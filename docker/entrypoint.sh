@@ -1,7 +1,9 @@
 #!/bin/sh
 # The container's command. tini is PID 1 and reaps orphans; this script replaces itself
 # (exec) with servectl, which starts TorchServe in its own process group, waits until the
-# model is READY, and stops the whole group on SIGTERM/SIGINT (docker stop, pod deletion).
+# model is READY, and on SIGTERM/SIGINT (docker stop, pod deletion) drains the requests it
+# holds, stops the whole group and exits 0; when TorchServe ends by itself (a killed JVM) it
+# exits 1, so the platform's restart policy starts the container again.
 #
 #   entrypoint.sh [serve] [servectl options]   serve in the foreground (the default)
 #   entrypoint.sh health                       exit 0 only when minWorkers are READY

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from servectl import canary, lifecycle, server, watcher
+from servectl import canary, draining, lifecycle, server, watcher
 from servectl.java import JavaError, find_java
 from servectl.options import instance, instance_options
 from servectl.settings import REPO, ServeSettings
@@ -89,21 +89,37 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+class Stopping(Exception):
+    """SIGTERM (docker stop, pod deletion): drain, then stop."""
+
+
+def _stopping(*_: object) -> None:
+    raise Stopping
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve in the foreground. A stop that was asked for (SIGTERM, Ctrl-C) drains and exits 0;
+    TorchServe ending by itself (a killed JVM) exits 1, so a restart policy brings it back."""
     settings = instance(args)
     proc = server.start(settings)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, _stopping)
     try:
         status = server.wait_ready(settings, args.timeout, alive=running(proc))
         lifecycle.restore(settings, args.timeout)
         print(banner(settings, status), flush=True)
         print("Ctrl-C stops the server.", flush=True)
-        proc.wait()
-    except KeyboardInterrupt:
-        print("\nstopping...", flush=True)
+        code = proc.wait()
+        print(f"servectl: error: TorchServe exited by itself (exit code {code})\n{server.log_tail(settings)}",
+              file=sys.stderr, flush=True)
+        return 1
+    except (KeyboardInterrupt, Stopping):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the drain short
+        print("\nstopping: draining requests...", flush=True)
+        drained = draining.drain(settings)
+        print("drained" if drained else "still busy after the drain timeout: stopping anyway", flush=True)
+        return 0
     finally:
         server.stop(settings)
-    return 0
 
 
 def cmd_versions(args: argparse.Namespace) -> int:

@@ -38,6 +38,8 @@ from servectl.waiting import WaitTimeout, wait_for
 TEMPLATE = REPO / "docker" / "nginx" / "templates" / "default.conf.template"
 PROXY_KEY = "canary_proxy_address"  # servectl's key: where the canary proxy listens
 SPLIT_LOG = "split.log"
+# the template's resolver: the canary proxy's upstream is an address, so nothing is ever looked up
+RESOLVER = "127.0.0.1"
 # one line per answer the split sent to the candidate: when, the status the client saw, the path it went to
 SPLIT_LOG_FORMAT = """log_format canary_split escape=json '{"time":$msec,"status":$status,"uri":"$uri"}';"""
 
@@ -81,7 +83,9 @@ def write_config(settings: ServeSettings, endpoint: Endpoint, version: str | Non
     prefix.mkdir(parents=True, exist_ok=True)
     upstream = f"{settings.inference.host}:{settings.inference.port}"
     listen = f"{endpoint.host}:{endpoint.port}"
-    server = string.Template(TEMPLATE.read_text()).safe_substitute(TS_UPSTREAM=upstream, NGINX_PORT=listen)
+    server = string.Template(TEMPLATE.read_text()).safe_substitute(
+        TS_UPSTREAM=upstream, NGINX_PORT=listen, NGINX_RESOLVER=RESOLVER
+    )
     write_atomic(prefix / "default.conf", without_client_keepalive(server))
     write_atomic(prefix / "canary.conf", split_config(settings, version, percent))
     write_atomic(prefix / "pinned-versions.conf", pinned_config())

@@ -126,8 +126,20 @@ class ServeSettings:
         )
 
     def with_properties(self, **props: str) -> ServeSettings:
-        """The same instance with some config.properties values overridden (e.g. token auth on)."""
-        return replace(self, properties={**self.properties, **props})
+        """The same instance with some config.properties values overridden (e.g. token auth on).
+        An address key moves its endpoint too: render() writes the endpoints, not these values."""
+        def moved(name: str, key: str) -> Endpoint:
+            current: Endpoint = getattr(self, name)
+            return Endpoint.parse(props[key]) if key in props else current
+
+        return replace(
+            self,
+            properties={**self.properties, **props},
+            inference=moved("inference", ADDRESS_KEYS["inference"]),
+            management=moved("management", ADDRESS_KEYS["management"]),
+            metrics=moved("metrics", ADDRESS_KEYS["metrics"]),
+            model_metrics=moved("model_metrics", MODEL_METRICS_KEY),
+        )
 
     @property
     def token_auth(self) -> bool:

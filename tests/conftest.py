@@ -26,7 +26,7 @@ ANSWER_TIMEOUT = MODEL_CONFIG.response_timeout_s + 5
 # the same rows in another batch (or in-process) differ in the last bits (about 2e-9), so
 # answers are compared with this absolute tolerance, far above that and far below a real error.
 PROBABILITY_ATOL = 1e-6
-TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy", "reliability": "reliability", "spark": "spark"}
+TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy", "reliability": "reliability", "container": "container", "spark": "spark"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

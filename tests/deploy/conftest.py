@@ -53,11 +53,14 @@ def nginx_binary() -> str:
 NGINX_TEMPLATE = DOCKER / "nginx" / "templates" / "default.conf.template"
 
 
-def render_nginx(prefix: Path, upstream: str, listen: str) -> Path:
+def render_nginx(prefix: Path, upstream: str, listen: str, resolver: str = "127.0.0.1") -> Path:
     """The proxy's template rendered the way the nginx image does (envsubst of the defined
-    variables only), inside a main config like the image's but with every path in ``prefix``."""
+    variables only), inside a main config like the image's but with every path in ``prefix``.
+    The resolver is only asked when ``upstream`` is a name (compose: Docker's DNS)."""
     prefix.mkdir(parents=True, exist_ok=True)
-    server = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(TS_UPSTREAM=upstream, NGINX_PORT=listen)
+    server = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(
+        TS_UPSTREAM=upstream, NGINX_PORT=listen, NGINX_RESOLVER=resolver
+    )
     assert "${" not in server, "a template variable was left unrendered"
     (prefix / "default.conf").write_text(server)
     temp = "\n".join(f"    {kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))

@@ -73,9 +73,10 @@ def test_runtime_stage_holds_only_what_serving_needs():
         "/src/handlers/model_card.py",
         "/src/serve_config/",
         "/src/model_store/",
+        "/src/model_store.sha256",
         "/src/docker/entrypoint.sh",
     }
-    # each source is a repo file, or a folder `make archive` fills (model_store/)
+    # each source is a repo file, or what `make archive` writes (model_store/ and its digest record)
     for source in sources - {"/opt/venv"}:
         assert (REPO / source.removeprefix("/src/")).exists(), source
 
@@ -214,7 +215,7 @@ def test_servectl_runs_from_the_runtime_files_alone(tmp_path):
     that imports a repo file the image lacks would break the container's entry point)."""
     runtime = dict(stages())["runtime"]
     for source, target in (a.split()[1:3] for i, a in runtime if i == "COPY"):
-        if source in ("/opt/venv", "/src/model_store/"):
+        if source in ("/opt/venv", "/src/model_store/", "/src/model_store.sha256"):
             continue
         src, dst = REPO / source.removeprefix("/src/"), tmp_path / target
         if src.is_dir():

@@ -16,7 +16,7 @@ from tests.conftest import MODEL_CONFIG
 from tests.deploy.conftest import KUBERNETES, OVERLAY, REPO, dockerfile_instructions, exec_form, load_yaml_docs
 
 K8S_VERSION = "1.33.0"  # validate against a released, widely deployed version
-CORE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+CORE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap"}
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,14 @@ def test_the_validator_rejects_a_broken_deployment(resources):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
+def containers(resources) -> dict[str, dict]:
+    found = resources["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in found] == ["proxy", "torchserve"], "the proxy sidecar in front of TorchServe"
+    return {c["name"]: c for c in found}
+
+
 def container(resources) -> dict:
-    containers = resources["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    return containers[0]
+    return containers(resources)["torchserve"]
 
 
 def test_probes_readiness_is_model_ready_liveness_is_the_frontend(resources):
@@ -59,18 +63,80 @@ def test_probes_readiness_is_model_ready_liveness_is_the_frontend(resources):
     health = exec_form(next(a for i, a in dockerfile_instructions() if i == "HEALTHCHECK"))
     assert c["readinessProbe"]["exec"]["command"] == health
     assert c["startupProbe"]["exec"]["command"] == health
-    assert c["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+    # inference is on the pod's loopback: the frontend's metrics port says it answers
+    assert c["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "ts-metrics"}
 
 
-def test_ports_are_inference_and_metrics_and_never_management(resources):
-    c = container(resources)
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    image = ServeSettings.load("m", overlay=OVERLAY)  # the addresses the image serves on
-    assert ports == {"http": image.inference.port, "ts-metrics": image.metrics.port,
-                     "model-metrics": image.model_metrics.port}
+def pod_settings(resources) -> ServeSettings:
+    """What servectl serves in the pod: the image's overlay plus the manifest's arguments."""
+    args = container(resources)["args"]
+    assert args[0] == "serve" and len(args) % 2 == 1
+    settings = ServeSettings.load("m", overlay=OVERLAY)
+    assert set(args[1::2]) == {"--set"}
+    sets = dict(value.split("=", 1) for value in args[2::2])
+    return settings.with_properties(**sets)
+
+
+def test_torchserve_listens_for_inference_on_loopback_only_behind_the_proxy(resources):
+    settings = pod_settings(resources)
+    assert settings.inference.host == "127.0.0.1" and settings.management.host == "127.0.0.1"
+    proxy = {e["name"]: e["value"] for e in containers(resources)["proxy"]["env"]}
+    assert proxy["TS_UPSTREAM"] == f"{settings.inference.host}:{settings.inference.port}"
+    assert proxy["NGINX_PORT"] == "8080"
+    compose = yaml.safe_load((REPO / "docker/docker-compose.yml").read_text())
+    assert containers(resources)["proxy"]["image"] == compose["services"]["nginx"]["image"].split(":-", 1)[1].rstrip("}")
+
+
+def test_ports_are_the_proxy_and_metrics_and_never_management(resources):
+    settings = pod_settings(resources)
+    ports = {p["name"]: p["containerPort"] for c in containers(resources).values() for p in c["ports"]}
+    assert ports == {"http": 8080, "ts-metrics": settings.metrics.port, "model-metrics": settings.model_metrics.port}
     service_ports = {p["name"]: p["targetPort"] for p in resources["Service"]["spec"]["ports"]}
-    assert set(service_ports.values()) <= set(ports), "the Service targets the container's named ports"
-    assert image.management.port not in {p["port"] for p in resources["Service"]["spec"]["ports"]}
+    assert set(service_ports.values()) <= set(ports), "the Service targets the containers' named ports"
+    published = {p["port"] for p in resources["Service"]["spec"]["ports"]}
+    assert settings.management.port not in published and settings.inference.port not in published
+
+
+def test_the_network_policy_admits_only_prometheus_to_the_metric_ports(resources):
+    policy = resources["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= resources["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    open_rule, metrics_rule = policy["ingress"]
+    assert "from" not in open_rule and [p["port"] for p in open_rule["ports"]] == ["http"]
+    assert [p["port"] for p in metrics_rule["ports"]] == ["ts-metrics", "model-metrics"]
+    assert metrics_rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+def test_the_proxy_configmap_is_the_template():
+    from deploy import proxy_config
+
+    assert proxy_config.main(["--check"]) == 0, "run 'make k8s-proxy-config'"
+    (doc,) = load_yaml_docs(KUBERNETES / "proxy-configmap.yaml")
+    assert doc["data"]["default.conf.template"] == (REPO / "docker/nginx/templates/default.conf.template").read_text()
+
+
+def test_the_proxy_sidecar_is_hardened_and_renders_into_writable_mounts(resources):
+    proxy = containers(resources)["proxy"]
+    assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"]: m["name"] for m in proxy["volumeMounts"]}
+    assert mounts["/etc/nginx/templates"] == "proxy-template"
+    volumes = {v["name"]: v for v in resources["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["proxy-template"]["configMap"]["name"] == resources["ConfigMap"]["metadata"]["name"]
+
+
+def test_the_kserve_custom_predictor_is_the_same_pod(resources):
+    (isvc,) = load_yaml_docs(REPO / "deploy/kserve/inferenceservice-custom.yaml")
+    predictor = isvc["spec"]["predictor"]
+    pod = resources["Deployment"]["spec"]["template"]["spec"]
+    ours = copy.deepcopy(pod["containers"])
+    ours[0]["name"] = "kserve-container"  # KServe routes to its first container: the proxy
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    ours[1]["image"] = f"{ours[1]['image']}:{kustomization['images'][0]['newTag']}"
+    assert predictor["containers"] == ours
+    for key in ("volumes", "securityContext", "terminationGracePeriodSeconds", "automountServiceAccountToken"):
+        assert predictor[key] == pod[key], key
+    assert predictor["minReplicas"] >= 2
 
 
 def cpus_for_the_model() -> int:
@@ -204,7 +270,7 @@ def test_the_memory_limit_covers_the_jvm_and_the_workers(resources):
     limits = {
         "kubernetes": container(resources)["resources"]["limits"]["memory"],
         "kserve": isvc["spec"]["predictor"]["model"]["resources"]["limits"]["memory"],
-        "compose": compose["services"]["torchserve"]["deploy"]["resources"]["limits"]["memory"],
+        "compose": compose["services"]["torchserve-a"]["deploy"]["resources"]["limits"]["memory"],
     }
     assert len({mebibytes(v) for v in limits.values()}) == 1, f"one memory limit everywhere: {limits}"
     for where, limit in limits.items():
@@ -232,3 +298,27 @@ def test_the_kserve_canary_splits_between_revisions_in_serverless_mode():
     assert predictor["model"]["runtime"] == base["spec"]["predictor"]["model"]["runtime"]
     assert predictor["model"]["storageUri"] != base["spec"]["predictor"]["model"]["storageUri"]
     assert predictor["model"]["resources"] == base["spec"]["predictor"]["model"]["resources"]
+
+
+def test_the_pod_runs_the_image_as_the_container_tier_does(resources):
+    """deploy/ runs the image the tier tested, with the tier's settings: same name and tag
+    (make image's IMAGE, compose's TS_IMAGE default), non-root uid, read-only root, no
+    capabilities, no privilege gain, writable only where the tier mounts tmpfs."""
+    import re
+
+    from tests.container.conftest import IMAGE, OPERATOR_FLAGS
+
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    (image,) = kustomization["images"]
+    assert f"{image['name']}:{image['newTag']}" == IMAGE
+    assert re.search(r"^IMAGE \?= (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1) == IMAGE
+    assert f"${{TS_IMAGE:-{IMAGE}}}" in (REPO / "docker/docker-compose.yml").read_text()
+    c = container(resources)
+    pod = resources["Deployment"]["spec"]["template"]["spec"]["securityContext"]
+    user = next(a for i, a in dockerfile_instructions() if i == "USER")
+    assert f"{pod['runAsUser']}:{pod['runAsGroup']}" == user and pod["runAsNonRoot"] is True
+    assert "--read-only" in OPERATOR_FLAGS and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert OPERATOR_FLAGS[OPERATOR_FLAGS.index("--cap-drop") + 1] == "ALL" and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "no-new-privileges:true" in OPERATOR_FLAGS and c["securityContext"]["allowPrivilegeEscalation"] is False
+    tmpfs = {OPERATOR_FLAGS[i + 1].split(":")[0] for i, f in enumerate(OPERATOR_FLAGS) if f == "--tmpfs"}
+    assert {m["mountPath"] for m in c["volumeMounts"]} == tmpfs

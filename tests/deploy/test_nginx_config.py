@@ -1,5 +1,5 @@
 """The proxy's template renders into a config nginx accepts (`nginx -t`). The upstream is an
-address here: nginx resolves names when it loads, and "torchserve" resolves only in compose."""
+address here ("torchserve" resolves only on compose's network, through its resolver)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def test_template_forwards_only_inference_and_health():
     ]
     assert forwarded == [
         ["/predictions/"],
+        ["~", "^/v1/models/[A-Za-z0-9_.-]+:predict$"],
         ["~", "^/v2/models/[A-Za-z0-9_.-]+(/versions/[A-Za-z0-9_.-]+)?/infer$"],
         ["=", "/ping"],
     ]
