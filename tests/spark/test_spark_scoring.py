@@ -173,3 +173,11 @@ def test_an_archive_whose_model_file_changed_is_refused(spark, built_card, rows,
     with pytest.raises(ServeError, match="no digest recorded"):
         run(spark, str(src), str(tmp_path / "never.parquet"), tampered)
     assert archive.load(MAR).archive.card == built_card
+
+
+def test_pyspark_stays_out_of_the_serving_lock_and_the_image():
+    """The Spark tier's packages come from their own lock: the image installs none of them."""
+    serving = (REPO / "requirements-serve.lock").read_text()
+    spark = (REPO / "requirements-spark.lock").read_text()
+    assert "pyspark==" in spark and "pyspark" not in serving and "pyarrow" not in serving
+    assert "requirements-spark" not in (REPO / "docker" / "Dockerfile").read_text()
