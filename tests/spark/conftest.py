@@ -1,13 +1,12 @@
 """The Spark tier: one local Spark session for the whole tier (its JVM start is most of the
-tier's time), and the live TorchServe of the integration tier, whose answers the job must give."""
+tier's time); ``live`` (tests/conftest.py) is the TorchServe whose answers the job must give,
+the integration tier's server in a whole-suite run."""
 
 from __future__ import annotations
 
 import importlib.util
 
 import pytest
-
-from tests.integration.conftest import live, predict_url  # noqa: F401 (fixtures: the same server start)
 
 # pyspark comes with the spark lock only (make test-spark and make test install it): without it
 # this tier is not collected, so `make test-unit` on a fresh venv still collects cleanly
