@@ -182,6 +182,7 @@ def test_a_bad_request_fails_alone_in_its_batch(worker, rows, atol):
         "code": 400,
         "type": "wrong_shape",
         "message": "instances[0]: expected 10 features, got 2",
+        "request_id": "r",  # TorchServe's ID of the request: the client sent no X-Request-ID
     }
     assert answers[4].json()["type"] == "too_many_rows" and "limit is 20" in answers[4].json()["message"]
     assert all(a.content_type == JSON for a in answers)
