@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servectl.canary import with_access_log
+
 REPO = Path(__file__).resolve().parent.parent.parent
 DOCKER = REPO / "docker"
 KUBERNETES = REPO / "deploy" / "kubernetes"
@@ -59,7 +61,7 @@ def render_nginx(prefix: Path, upstream: str, listen: str) -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
     server = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(TS_UPSTREAM=upstream, NGINX_PORT=listen)
     assert "${" not in server, "a template variable was left unrendered"
-    (prefix / "default.conf").write_text(server)
+    (prefix / "default.conf").write_text(with_access_log(server, prefix / "access.log"))
     temp = "\n".join(f"    {kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     main = prefix / "nginx.conf"
     main.write_text(
