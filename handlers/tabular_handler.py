@@ -47,8 +47,6 @@ from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_
 from handlers.load_status import write_refusal
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers.observability.observer import Batch, Observer
-from handlers.observability.request_id import HEADER as REQUEST_ID
-from handlers.observability.request_id import request_id
 from handlers.observability.settings import ObservabilitySettings
 from handlers.telemetry import Telemetry
 
@@ -156,7 +154,6 @@ class TabularHandler(BaseHandler):
         explained = iter(self.explanations(parsed, batch))
         for idx, p in enumerate(parsed):
             context.set_response_header(idx, "X-Model-Version", self.responder.model_version)
-            context.set_response_header(idx, REQUEST_ID, batch.request_id(idx))
             if p is DESCRIBED:
                 responses.append(self.describe_handle())
             elif isinstance(p, RequestError):
@@ -245,9 +242,6 @@ class TabularHandler(BaseHandler):
             raise PredictionException(f"{error.type}: {error.message}", error.status)
         context.set_response_content_type(0, JSON)
         context.set_response_header(0, "X-Model-Version", self.responder.model_version)
-        # the envelope's 4xx above is TorchServe's own answer (no header or request_id of ours)
-        rid = request_id(header(context, 0, REQUEST_ID), (context.request_ids or {}).get(0))
-        context.set_response_header(0, REQUEST_ID, rid)
         if isinstance(parsed, ExplanationRequest):
             assert self.explainer is not None  # explanation_request() made it
             (body,) = self.explainer.explain([parsed])

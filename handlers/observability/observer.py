@@ -66,6 +66,7 @@ class Batch:
         self.records = [
             RequestRecord(
                 request_id(header(i, HEADER), torchserve_ids.get(i)),
+                request_id(torchserve_ids.get(i)),
                 header(i, "traceparent") if traced else None,
                 header(i, "tracestate") if traced else None,
                 now,
@@ -102,6 +103,8 @@ class Batch:
         for r in records:
             if mode == "all" or r.status >= 400:
                 fields = {"request_id": r.request_id, **observer.model, "rows": r.rows, "status": r.status}
+                if r.torchserve_id != r.request_id:  # what the answer's header says, straight from TorchServe
+                    fields["torchserve_id"] = r.torchserve_id
                 if r.error_type:
                     fields["error_type"] = r.error_type
                 logs.access_line({**fields, **r.latency_ms()}, observer.settings.log_format)

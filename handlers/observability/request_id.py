@@ -1,7 +1,13 @@
 """The request ID of one request: the client's ``X-Request-ID`` when it is safe to repeat, else
 one made here. Safe means short and from a small alphabet, so a client cannot put a newline, a
 control character or a megabyte into a log line, a header or a trace. nginx's template checks the
-same pattern (docker/nginx/templates/default.conf.template), so an ID it passes on is kept."""
+same pattern (docker/nginx/templates/default.conf.template), so an ID it passes on is kept.
+
+TorchServe 0.12's frontend sets the answer's ``x-request-id`` itself, to its own UUID of the
+request (NettyUtils.sendHttpResponse, after the handler's headers): a handler cannot echo the
+client's ID there. nginx (the stack's entry point, the canary proxy) replaces that header with
+the ID it sent on; straight to TorchServe, the header is the UUID, and the handler's access
+line names both."""
 
 from __future__ import annotations
 

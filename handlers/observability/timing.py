@@ -9,6 +9,7 @@ from dataclasses import dataclass
 @dataclass
 class RequestRecord:
     request_id: str
+    torchserve_id: str  # the frontend's UUID of the request: its x-request-id answer header
     traceparent: str | None
     tracestate: str | None
     started_ns: int
