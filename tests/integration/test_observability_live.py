@@ -20,7 +20,7 @@ from handlers.observability import prediction_log
 from model import archive
 from model.data import load_csv
 from tests.conftest import ANSWER_TIMEOUT, ARTIFACTS, REPO
-from tests.otlp_receiver import Receiver
+from benchmarks.otlp_receiver import Receiver
 from tests.reliability.conftest import own_server
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

@@ -19,7 +19,7 @@ from handlers.observability.request_id import is_valid, request_id
 from handlers.observability.settings import ObservabilitySettings, PredictionLogSettings, SettingsError
 from model.data import load_csv
 from tests.conftest import REPO
-from tests.otlp_receiver import Receiver
+from benchmarks.otlp_receiver import Receiver
 
 SHIPPED = yaml.safe_load((REPO / "serve_config/model-config.yaml").read_text())["handler"]["observability"]
 FEATURES = [f"f{i}" for i in range(1, 4)]

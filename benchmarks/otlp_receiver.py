@@ -1,4 +1,4 @@
-"""A real OTLP/HTTP trace receiver for the tests: the stdlib's HTTP server on a free loopback
+"""A real OTLP/HTTP trace receiver for the tests and benchmarks/tracing.py: the stdlib's HTTP server on a free loopback
 port decoding each POST to /v1/traces with the opentelemetry-proto messages, as a collector
 would, and answering the protobuf ExportTraceServiceResponse. (No collector binary installs
 from the package registries here; the protocol is these two messages over HTTP.)"""
