@@ -16,11 +16,11 @@ import requests
 import torch
 import yaml
 
+from benchmarks.otlp_receiver import Receiver
 from handlers.observability import prediction_log
 from model import archive
 from model.data import load_csv
 from tests.conftest import ANSWER_TIMEOUT, ARTIFACTS, REPO
-from benchmarks.otlp_receiver import Receiver
 from tests.reliability.conftest import own_server
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
