@@ -99,3 +99,20 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> int:
+    """Serve until stdin closes, in a process of its own (benchmarks/tracing.py: a collector is
+    not in the worker's process, so its decoding must not share the worker's GIL); print the
+    endpoint first and the number of spans received last."""
+    import sys
+
+    with Receiver() as receiver:
+        print(receiver.endpoint, flush=True)
+        sys.stdin.read()
+        print(len(receiver.spans), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from benchmarks.otlp_receiver import Receiver
 
 REPO = Path(__file__).resolve().parent.parent
 MAR = REPO / "model_store" / "tabular_classifier.mar"
@@ -81,6 +80,18 @@ def closed_port_endpoint() -> str:
     return f"http://127.0.0.1:{port}/v1/traces"  # nothing listens: every export fails
 
 
+def measure(endpoint: str, tmp: Path, rounds: int) -> dict[str, dict[str, float]]:
+    """Per-batch times of a handler exporting to ``endpoint`` (empty: tracing off)."""
+    model_dir = tmp / str(len(list(tmp.iterdir())))
+    zipfile.ZipFile(MAR).extractall(model_dir)
+    service = load_service(model_dir, endpoint, 64)
+    results = {f"{n} x 1 row": timed(service, batch(n, [0.0] * 10), rounds // max(1, n // 8)) for n in (1, 64)}
+    tracer = service._entry_point.__self__.observer.tracing  # the handler behind TorchServe's Service
+    if tracer is not None:  # flush, so the receiver's count is complete
+        tracer.shutdown()
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2000)
@@ -88,27 +99,22 @@ def main() -> int:
     with open("/proc/loadavg") as fh:
         print(f"load average before: {fh.read().split()[:3]}; {os.cpu_count()} CPUs")
     tmp = Path(tempfile.mkdtemp())
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    # the receiver in a process of its own, as a collector would be
+    receiver = subprocess.Popen([sys.executable, "-m", "benchmarks.otlp_receiver"], cwd=REPO, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    assert receiver.stdout is not None
     try:
-        with Receiver() as receiver:
-            modes = {"off": "", "on (receiver up)": receiver.endpoint, "on (receiver down)": closed_port_endpoint()}
-            for mode, endpoint in modes.items():
-                model_dir = tmp / mode.replace(" ", "_")
-                zipfile.ZipFile(MAR).extractall(model_dir)
-                service = load_service(model_dir, endpoint, 64)
-                results[mode] = {f"{n} x 1 row": timed(service, batch(n, [0.0] * 10), args.rounds // max(1, n // 8))
-                                 for n in (1, 64)}  # fmt: skip
-                tracer = service._entry_point.__self__.observer.tracing  # the handler behind TorchServe's Service
-                if tracer is not None:  # flush, so the receiver's count is complete
-                    tracer.shutdown()
-            spans = len(receiver.spans)
+        modes = {"off": "", "on (receiver up)": receiver.stdout.readline().strip(),
+                 "on (receiver down)": closed_port_endpoint()}  # fmt: skip
+        results = {mode: measure(endpoint, tmp, args.rounds) for mode, endpoint in modes.items()}
     finally:
+        spans, _ = receiver.communicate(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
     for mode, sizes in results.items():
         for size, r in sizes.items():
             print(f"{mode:20s} {size:12s} median {r['median_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
                   f"max {r['max_us']:8.1f} us")  # fmt: skip
-    print(f"spans received by the live receiver: {spans}")
+    print(f"spans received by the live receiver: {spans.strip()}")
     with open("/proc/loadavg") as fh:
         print(f"load average after: {fh.read().split()[:3]}")
     return 0

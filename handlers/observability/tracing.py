@@ -8,6 +8,7 @@ receiver that is slow or down costs a prediction no wait: spans past the queue a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,10 @@ from handlers.observability.timing import RequestRecord
 
 # the SDK's BatchSpanProcessor sends at most this often; spans wait in its queue until then
 EXPORT_DELAY_MS = 500
+# The SDK's queue warns once per span it drops (a receiver down, a full queue): a log record
+# made per span (~30 µs each, measured) on the request's thread. Its ERROR lines (one per failed
+# export, from the exporter's thread) still say that the receiver is unreachable.
+QUIET_LOGGERS = ("opentelemetry.sdk._shared_internal",)
 
 
 class Tracing:
@@ -39,6 +44,8 @@ class Tracing:
             )
         )  # fmt: skip
         self.tracer: Any = self.provider.get_tracer("handlers.observability")
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
         self.propagator: Any = TraceContextTextMapPropagator()
         self.server_kind: Any = SpanKind.SERVER
         self.in_context: Any = set_span_in_context
@@ -66,7 +73,8 @@ class Tracing:
             steps.append(("explain" if r.explained else "score", *r.scored))
             steps.append(("encode", r.scored[1], r.encoded_ns))
         for name, start, end in steps:
-            self.tracer.start_span(name, context=inside, start_time=start, attributes=self.model).end(end_time=end)
+            # the steps carry no attributes of their own: the root has them
+            self.tracer.start_span(name, context=inside, start_time=start).end(end_time=end)
         root.end(end_time=r.encoded_ns)
 
     def shutdown(self) -> None:
