@@ -143,3 +143,6 @@ def test_a_receiver_that_is_down_costs_no_answer(observed, receiver, built_card,
     assert [s for s, _ in answers] == [400 if i % 5 == 0 else 200 for i in range(200)]
     # a hang guard, not a speed test (make bench-tracing measures the cost): no answer waits on an export
     assert max(t for _, t in answers) < 5
+    # dropped spans do not flood the log: a line per failed export at most, none per span
+    text = (settings.log_dir / "model_log.log").read_text(errors="replace")
+    assert "Queue full" not in text and text.count("Failed to export") < 50
