@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,7 +115,7 @@ def test_spans_share_the_clients_trace_and_carry_version_and_rows(observed, rece
 
 def test_the_prediction_log_trains_back(observed, built_card, test_split, tmp_path):
     settings, logs = observed
-    x = test_split["x"][:40]
+    x = test_split["x"]
     resp = post(settings, built_card, {"instances": x.tolist()}, {"X-Request-ID": "logged-1"})
     assert resp.status_code == 200
     (record,) = [r for r in prediction_log.read(logs) if r["request_id"] == "logged-1"]
@@ -123,7 +125,13 @@ def test_the_prediction_log_trains_back(observed, built_card, test_split, tmp_pa
     prediction_log.main(["to-csv", str(logs), "--out", str(out)])
     data = load_csv(out, "label")  # make train DATA=rows.csv TARGET=label
     assert data.feature_names == built_card.feature_names
-    assert any(torch.equal(data.x[i : i + 40], x) for i in range(len(data) - 39))
+    n = len(x)
+    assert any(torch.equal(data.x[i : i + n], x) for i in range(len(data) - n + 1))
+    # what make train DATA=rows.csv TARGET=label runs (a few epochs, no gate: the rows are few)
+    train = [sys.executable, "-m", "model.train", "--data", str(out), "--target", "label",
+             "--epochs", "3", "--min-accuracy", "0", "--out", str(tmp_path / "retrained")]  # fmt: skip
+    subprocess.run(train, cwd=REPO, check=True, capture_output=True, timeout=300)
+    assert (tmp_path / "retrained" / "checkpoint.pt").is_file()
 
 
 def test_a_receiver_that_is_down_costs_no_answer(observed, receiver, built_card, test_split):
