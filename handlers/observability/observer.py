@@ -62,17 +62,15 @@ class Batch:
     def __init__(self, observer: Observer, size: int, header: Header, torchserve_ids: Mapping[int, Any]) -> None:
         self.observer = observer
         now = time.time_ns()
-        traced = observer.tracing is not None  # the trace headers are read only when tracing is on
-        self.records = [
-            RequestRecord(
-                request_id(header(i, HEADER), torchserve_ids.get(i)),
-                request_id(torchserve_ids.get(i)),
-                header(i, "traceparent") if traced else None,
-                header(i, "tracestate") if traced else None,
-                now,
-            )
-            for i in range(size)
-        ]
+        ts = [torchserve_ids.get(i) for i in range(size)]
+        ids = [request_id(header(i, HEADER), ts[i]) for i in range(size)]
+        if observer.tracing is None:  # the trace headers are read only when tracing is on
+            self.records = [RequestRecord(rid, t, None, None, now) for rid, t in zip(ids, ts)]
+        else:
+            self.records = [
+                RequestRecord(rid, t, header(i, "traceparent"), header(i, "tracestate"), now)
+                for i, (rid, t) in enumerate(zip(ids, ts))
+            ]
 
     def request_id(self, idx: int) -> str:
         return self.records[idx].request_id
@@ -104,7 +102,7 @@ class Batch:
             if mode == "all" or r.status >= 400:
                 fields = {"request_id": r.request_id, **observer.model, "rows": r.rows, "status": r.status}
                 if r.torchserve_id != r.request_id:  # what the answer's header says, straight from TorchServe
-                    fields["torchserve_id"] = r.torchserve_id
+                    fields["torchserve_id"] = request_id(r.torchserve_id)
                 if r.error_type:
                     fields["error_type"] = r.error_type
                 logs.access_line({**fields, **r.latency_ms()}, observer.settings.log_format)

@@ -27,7 +27,7 @@ def is_valid(value: object) -> bool:
 def request_id(client_value: object, fallback: object = None) -> str:
     """The client's ID if valid; else ``fallback`` (TorchServe's own ID of the request) if
     valid; else a new UUID. A replaced client ID is never returned or logged raw."""
-    if is_valid(client_value):
+    if client_value is not None and is_valid(client_value):  # most requests send none
         return str(client_value)
     if is_valid(fallback):
         return str(fallback)
