@@ -134,8 +134,19 @@ def test_the_prediction_log_trains_back(observed, built_card, test_split, tmp_pa
     assert (tmp_path / "retrained" / "checkpoint.pt").is_file()
 
 
+def test_an_explanation_is_traced_as_explain(observed, receiver, built_card, test_split):
+    settings, _ = observed
+    trace_id = "1" * 32
+    resp = requests.post(f"{settings.inference.url}/explanations/{built_card.model_name}",
+                         json={"instances": test_split["x"][:2].tolist()},
+                         headers={"traceparent": f"00-{trace_id}-{'2' * 16}-01"}, timeout=ANSWER_TIMEOUT)  # fmt: skip
+    assert resp.status_code == 200
+    spans = {s.name for s in receiver.trace(trace_id, 4)}
+    assert spans == {"explain", "decode", "encode"}  # the root and its step share the name
+
+
 def test_a_receiver_that_is_down_costs_no_answer(observed, receiver, built_card, test_split):
-    """The receiver stops; a mixed load (good and bad requests, traced) all answered as before."""
+    """Runs last in this module (it stops the module's receiver). The receiver stops; a mixed load (good and bad requests, traced) all answered as before."""
     settings, _ = observed
     receiver.__exit__()
     good, bad = {"instances": test_split["x"][:2].tolist()}, {"instances": [[1]]}
