@@ -235,6 +235,11 @@ bench: $(MAR) $(BENCH_TOOLS) ## benchmark the served model against same-run refe
 variants: artifacts/checkpoint.pt $(BENCH_TOOLS) ## build all four model variants and compare them: artifacts/variants.md and .json (a long run)
 	$(PY) -m benchmarks.variants --note '$(NOTE)' $(BENCH_ARGS)
 
+# Tracing on and off, the handler in-process (benchmarks/tracing.py; docs/observability.md)
+.PHONY: bench-tracing
+bench-tracing: $(MAR) ## the handler's cost per batch with tracing off, on, and on with the receiver down
+	$(PY) -m benchmarks.tracing
+
 bench-sweep: $(MAR) $(BENCH_TOOLS) ## try workers x batchSize x maxBatchDelay and print the best for a p99 budget
 	$(PY) -m benchmarks.bench --sweep --note '$(NOTE)' $(BENCH_ARGS)
 

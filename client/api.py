@@ -35,11 +35,14 @@ NO_ANSWER = "no_answer"  # ... of one that was sent but timed out or dropped bef
 class PredictionError(Exception):
     """The server refused or failed a call; ``status`` 0 means it could not be reached."""
 
-    def __init__(self, status: int, type_: str, message: str) -> None:
-        super().__init__(f"{status} {type_}: {message}" if status else message)
+    def __init__(self, status: int, type_: str, message: str, request_id: str | None = None) -> None:
+        text = f"{status} {type_}: {message}" if status else message
+        # the ID the server's logs, traces and prediction log know this request by
+        super().__init__(f"{text} (request ID {request_id})" if request_id else text)
         self.status = status
         self.type = type_
         self.message = message
+        self.request_id = request_id
 
     @property
     def worker_died(self) -> bool:
@@ -353,13 +356,16 @@ def connection_error(exc: requests.RequestException, what: str) -> PredictionErr
 
 
 def error_from(resp: requests.Response) -> PredictionError:
-    """The server's JSON error when there is one, else its status line."""
+    """The server's JSON error when there is one, else its status line; with the request's ID
+    (the body's, else the X-Request-ID answer header, which TorchServe's own errors carry)."""
+    header = resp.headers.get("X-Request-ID")
     try:
         body = resp.json()
-        return PredictionError(resp.status_code, str(body["type"]), str(body["message"]))
-    except (ValueError, KeyError, TypeError):
+        rid = str(body.get("request_id") or header or "") or None
+        return PredictionError(resp.status_code, str(body["type"]), str(body["message"]), rid)
+    except (ValueError, KeyError, TypeError, AttributeError):
         text = resp.text.strip() or resp.reason or "no message"
-        return PredictionError(resp.status_code, "http_error", text[:500])
+        return PredictionError(resp.status_code, "http_error", text[:500], header)
 
 
 def to_instances(rows: Any) -> list[Any]:

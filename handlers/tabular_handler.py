@@ -46,6 +46,8 @@ from handlers.describe import DESCRIBED, Described, is_describe
 from handlers.explain import Explainer, ExplainSettings, ExplanationRequest, is_explanation, no_explanations
 from handlers.load_status import write_refusal
 from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
+from handlers.observability.observer import Batch, Observer
+from handlers.observability.settings import ObservabilitySettings
 from handlers.telemetry import Telemetry
 
 runtimes.defer_onnxruntime()  # before BaseHandler's module imports onnxruntime at its load
@@ -88,6 +90,10 @@ class TabularHandler(BaseHandler):
                 context.model_name, self.responder.model_version, self.schema,
             )  # fmt: skip
             self.explainer.warm_up()
+        self.observer = Observer(
+            ObservabilitySettings.from_config(settings.get("observability")), context.model_name,
+            self.responder.model_version, card.feature_names, card.class_names, self.telemetry.log_write_failed,
+        )  # fmt: skip
         self.initialized = True
         logging.getLogger().addFilter(quiet_per_batch_log)
         gc.freeze()  # model, modules, card live as long as the worker: no collection rescans them
@@ -109,6 +115,7 @@ class TabularHandler(BaseHandler):
         if self.envelope is not None:
             return self.handle_enveloped(data, context, self.envelope)
         started = time.perf_counter()
+        batch = self.observer.batch(len(data), lambda i, name: header(context, i, name), context.request_ids or {})
         parsed: list[Parsed | ExplanationRequest | RequestError | Described] = []
         explaining = {idx for idx in range(len(data)) if is_explanation(context, idx)}
         for idx, request in enumerate(data):
@@ -125,10 +132,12 @@ class TabularHandler(BaseHandler):
             except RequestError as exc:
                 parsed.append(exc.detached())
             except Exception:  # a bug, not the client's fault: this request alone fails
-                logger.exception("unexpected error reading request %d of the batch", idx)
+                logger.exception("unexpected error reading request %d of the batch (%s)", idx, batch.request_id(idx))
                 parsed.append(INTERNAL_ERROR)
+            batch.decoded(idx, rows_of(parsed[-1]))
         parsed_at = time.perf_counter()
-        responses = self.answer(parsed, context)
+        responses = self.answer(parsed, context, batch)
+        batch.finish(skip=[i for i, p in enumerate(parsed) if p is DESCRIBED])
         if any(p is DESCRIBED for p in parsed):  # a management request, not traffic: no request metrics
             kept = [i for i, p in enumerate(parsed) if p is not DESCRIBED]
             parsed, explaining = [parsed[i] for i in kept], {n for n, i in enumerate(kept) if i in explaining}
@@ -136,30 +145,28 @@ class TabularHandler(BaseHandler):
         return responses
 
     def answer(
-        self, parsed: list[Parsed | ExplanationRequest | RequestError | Described], context: Any
+        self, parsed: list[Parsed | ExplanationRequest | RequestError | Described], context: Any, batch: Batch
     ) -> list[bytes | str]:
         valid = [p for p in parsed if isinstance(p, Parsed)]
-        outputs = list(self.score(valid)) if valid else []
+        outputs = self.scored_requests(parsed, batch) if valid else []
         responses: list[bytes | str] = []
         it = iter(outputs)
-        asked = [p for p in parsed if isinstance(p, ExplanationRequest)]
-        explained = iter(self.explainer.explain(asked) if self.explainer else [])
+        explained = iter(self.explanations(parsed, batch))
         for idx, p in enumerate(parsed):
             context.set_response_header(idx, "X-Model-Version", self.responder.model_version)
             if p is DESCRIBED:
                 responses.append(self.describe_handle())
             elif isinstance(p, RequestError):
-                context.set_response_content_type(idx, JSON)
-                context.set_response_status(p.status, p.type, idx)
-                responses.append(encode(p.to_dict()))
+                responses.append(refusal(context, idx, p, batch))
             elif isinstance(p, ExplanationRequest):
-                context.set_response_content_type(idx, JSON)
                 answer = next(explained)
                 if isinstance(answer, RequestError):
                     parsed[idx] = answer  # counted as refused
-                    context.set_response_status(answer.status, answer.type, idx)
-                    answer = answer.to_dict()
+                    responses.append(refusal(context, idx, answer, batch))
+                    continue
+                context.set_response_content_type(idx, JSON)
                 responses.append(encode(answer))
+                batch.answered(idx, 200)
             elif isinstance(p, Parsed):
                 fmt = answer_format(header(context, idx, "Accept"))
                 body, content_type = self.responder.render(p, next(it), fmt)
@@ -167,7 +174,31 @@ class TabularHandler(BaseHandler):
                 if fmt == ARRAY:
                     context.set_response_header(idx, "X-Class-Names", self.responder.class_names_header)
                 responses.append(body)
+                batch.answered(idx, 200)
         return responses
+
+    def scored_requests(
+        self, parsed: list[Parsed | ExplanationRequest | RequestError | Described], batch: Batch
+    ) -> list[torch.Tensor]:
+        """The probabilities of each valid request (in order), timed and sampled for the prediction log."""
+        pairs = [(i, p) for i, p in enumerate(parsed) if isinstance(p, Parsed)]
+        started = time.time_ns()
+        outputs = list(self.score([p for _, p in pairs]))
+        batch.scored([i for i, _ in pairs], started)
+        self.observer.log_predictions(batch, [(i, p.rows, out) for (i, p), out in zip(pairs, outputs)])
+        return outputs
+
+    def explanations(
+        self, parsed: list[Parsed | ExplanationRequest | RequestError | Described], batch: Batch
+    ) -> list[dict[str, Any] | RequestError]:
+        """One answer per explanation request (in order), timed as the batch's explain step."""
+        pairs = [(i, p) for i, p in enumerate(parsed) if isinstance(p, ExplanationRequest)]
+        if not pairs or self.explainer is None:
+            return []
+        started = time.time_ns()
+        answers = self.explainer.explain([p for _, p in pairs])
+        batch.scored([i for i, _ in pairs], started, explained=True)
+        return answers
 
     def score(self, valid: list[Parsed]) -> tuple[torch.Tensor, ...]:
         """One forward pass over the rows of every valid request; probabilities per request."""
@@ -227,6 +258,21 @@ class TabularHandler(BaseHandler):
         card = self.card.to_dict()
         card["serving"] = {"max_rows": self.schema.max_rows, "version": self.responder.model_version}
         return encode(card).decode()
+
+
+def refusal(context: Any, idx: int, error: RequestError, batch: Batch) -> bytes:
+    """A 4xx answer: the error's body with the request's ID, the one an operator greps the logs for."""
+    context.set_response_content_type(idx, JSON)
+    context.set_response_status(error.status, error.type, idx)
+    batch.answered(idx, error.status, error.type)
+    return encode({**error.to_dict(), "request_id": batch.request_id(idx)})
+
+
+def rows_of(parsed: Parsed | ExplanationRequest | RequestError | Described) -> int:
+    """The rows a request carries, for its access line, span and prediction record (0 when refused)."""
+    if isinstance(parsed, ExplanationRequest):
+        parsed = parsed.parsed
+    return int(parsed.rows.shape[0]) if isinstance(parsed, Parsed) else 0
 
 
 def load_model(context: Any, card: ModelCard, threads: int) -> runtimes.Runtime:

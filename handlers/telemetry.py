@@ -107,7 +107,11 @@ class Telemetry:
             Histogram, "explanation_seconds", "Handler time per batch that held explanation requests",
             buckets=LATENCY_BUCKETS,
         )  # fmt: skip
+        # the prediction log (handlers.observability.prediction_log): a write that failed is a
+        # warning here, never a failed prediction
+        log_errors = metric(Counter, "prediction_log_write_errors", "Prediction log records that could not be written")
         child = self.labels
+        self.log_errors = log_errors.labels(*child)
         self.explanation_rows = explanation_rows.labels(*child)
         self.explanation_seconds = explanation.labels(*child)
         self.rows = rows.labels(*child)
@@ -123,6 +127,10 @@ class Telemetry:
         for status in KNOWN_STATUSES:  # series from the start, so rate() sees their first requests
             self._code(status)
             self.explanation_requests.labels(*child, str(status))
+
+    def log_write_failed(self) -> None:
+        """A prediction log record lost (disk full, unwritable path): counted, not raised."""
+        self.log_errors.inc()
 
     def scored(self, x: torch.Tensor, probabilities: torch.Tensor) -> None:
         """One forward pass: rows, predicted classes and out-of-range values."""

@@ -40,6 +40,8 @@ PROXY_KEY = "canary_proxy_address"  # servectl's key: where the canary proxy lis
 SPLIT_LOG = "split.log"
 # the template's resolver: the canary proxy's upstream is an address, so nothing is ever looked up
 RESOLVER = "127.0.0.1"
+ACCESS_LOG = "access.log"  # every answer, with its request ID (the template's request_id format)
+TEMPLATE_ACCESS_LOG = "access_log /var/log/nginx/access.log request_id;"
 # one line per answer the split sent to the candidate: when, the status the client saw, the path it went to
 SPLIT_LOG_FORMAT = """log_format canary_split escape=json '{"time":$msec,"status":$status,"uri":"$uri"}';"""
 
@@ -86,6 +88,8 @@ def write_config(settings: ServeSettings, endpoint: Endpoint, version: str | Non
     server = string.Template(TEMPLATE.read_text()).safe_substitute(
         TS_UPSTREAM=upstream, NGINX_PORT=listen, NGINX_RESOLVER=RESOLVER
     )
+    split_log = f"access_log {prefix / SPLIT_LOG} canary_split if=$canary_split;"
+    server = with_access_log(server, prefix / ACCESS_LOG, split_log)
     write_atomic(prefix / "default.conf", without_client_keepalive(server))
     write_atomic(prefix / "canary.conf", split_config(settings, version, percent))
     write_atomic(prefix / "pinned-versions.conf", pinned_config())
@@ -93,7 +97,7 @@ def write_config(settings: ServeSettings, endpoint: Endpoint, version: str | Non
     temp = "\n".join(f"    {kind}_temp_path {prefix}/{kind};" for kind in kinds)
     share_line = f"{percent:g}% 1;\n        " if version is not None and percent > 0 else ""  # nginx refuses 0%
     share = f'split_clients "$request_id" $canary_share {{\n        {share_line}* "";\n    }}'
-    logs = f"    {SPLIT_LOG_FORMAT}\n    access_log {prefix / SPLIT_LOG} canary_split if=$canary_split;\n"
+    logs = f"    {SPLIT_LOG_FORMAT}\n"
     main = prefix / "nginx.conf"
     write_atomic(
         main,
@@ -103,6 +107,16 @@ def write_config(settings: ServeSettings, endpoint: Endpoint, version: str | Non
         f"    include {prefix}/default.conf;\n}}\n",
     )
     return main
+
+
+def with_access_log(server: str, path: Path, *more: str) -> str:
+    """The stack's server block logging its access lines (with the request ID) to ``path``
+    instead of the image's stdout path, plus ``more`` access_log lines: a server-level
+    access_log replaces every http-level one, so the split log is named here too."""
+    if server.count(TEMPLATE_ACCESS_LOG) != 1:
+        raise ServeError(f"the proxy template no longer holds one {TEMPLATE_ACCESS_LOG!r}: update servectl.canary")
+    lines = "\n    ".join((f"access_log {path} request_id;", *more))
+    return server.replace(TEMPLATE_ACCESS_LOG, lines)
 
 
 def without_client_keepalive(server: str) -> str:

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -50,6 +51,7 @@ class LifecycleConfig:
     watch_auto: bool
     lock_timeout_s: float
     expose_pinned_versions: bool
+    log_format: str  # servectl's progress lines: text, or json (one object per line)
 
     @classmethod
     def load(cls, path: Path = LIFECYCLE_CONFIG) -> LifecycleConfig:
@@ -63,6 +65,7 @@ class LifecycleConfig:
             watch_auto=bool(doc["watch"]["auto"]),
             lock_timeout_s=float(doc["lock_timeout_seconds"]),
             expose_pinned_versions=bool(doc["proxy"]["expose_pinned_versions"]),
+            log_format=str(doc["log_format"]),
         )
 
 
@@ -78,7 +81,15 @@ def exclusive(op: Callable[Concatenate[ServeSettings, P], R]) -> Callable[Concat
 
 
 def say(message: str) -> None:
-    print(f"servectl: {message}", flush=True)
+    """A progress line of a lifecycle operation, in serve_config/lifecycle.yaml's log_format
+    (the file is read per line: a handful per operation). A print, not a logging handler: the
+    line goes to whatever stdout is now (the CLI's, a test's capture), and json.dumps is all
+    the JSON a three-key line needs."""
+    if LifecycleConfig.load().log_format == "json":
+        print(json.dumps({"timestamp": datetime.now(UTC).isoformat(), "logger": "servectl", "message": message}),
+              flush=True)  # fmt: skip
+    else:
+        print(f"servectl: {message}", flush=True)
 
 
 # ---------------------------------------------------------------- loading a version

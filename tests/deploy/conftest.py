@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servectl.canary import with_access_log
+
 REPO = Path(__file__).resolve().parent.parent.parent
 DOCKER = REPO / "docker"
 KUBERNETES = REPO / "deploy" / "kubernetes"
@@ -62,7 +64,7 @@ def render_nginx(prefix: Path, upstream: str, listen: str, resolver: str = "127.
         TS_UPSTREAM=upstream, NGINX_PORT=listen, NGINX_RESOLVER=resolver
     )
     assert "${" not in server, "a template variable was left unrendered"
-    (prefix / "default.conf").write_text(server)
+    (prefix / "default.conf").write_text(with_access_log(server, prefix / "access.log"))
     temp = "\n".join(f"    {kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     main = prefix / "nginx.conf"
     main.write_text(

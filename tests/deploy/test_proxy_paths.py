@@ -7,6 +7,7 @@ by answer, and the canary's files are replaced by rename, never rewritten in pla
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -151,3 +152,19 @@ def test_the_canary_proxy_replaces_its_files_by_rename(canary_settings):
     canary.write_config(canary_settings, endpoint, "1.1", 10)
     assert all((folder / name).stat().st_ino != before[name] for name in files)
     assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("sent, kept", [("cust-9:a.b_c", True), ("x" * 129, False), ("a\x1bb", False)])
+def test_the_canary_proxy_passes_a_valid_request_id_and_logs_it(canary_settings, upstream, sent, kept):
+    """The canary proxy renders the same template: a valid X-Request-ID reaches TorchServe and
+    its access.log; a bad one is replaced by nginx's (32 hex digits) there and in the answer."""
+    endpoint = canary.apply(canary_settings, "1.1", 50, free_ports(1)[0])
+    before = len(upstream[1])
+    resp = requests.post(f"{endpoint.url}/predictions/{MODEL}", json={"instances": [[0.0] * 10]},
+                         headers={"X-Request-ID": sent.encode()}, timeout=10)
+    rid = resp.headers["X-Request-ID"]
+    assert resp.status_code == 200 and upstream[1][before][1]["x-request-id"] == rid
+    assert rid == sent if kept else re.fullmatch(r"[0-9a-f]{32}", rid)
+    log = canary.proxy_dir(canary_settings) / canary.ACCESS_LOG
+    wait_for(lambda: f"rid={rid}" in log.read_text(), 5, "the access line")
+    assert kept or sent not in log.read_text()

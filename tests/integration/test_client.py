@@ -91,6 +91,8 @@ def test_every_error_class_raises_a_typed_error(client, case):
         client.post("application/json", json.dumps(body).encode())
     assert (info.value.status, info.value.type) == (status, type_)
     assert fragment in info.value.message
+    # the request's ID (TorchServe's, as the client sent none) is printed with the error
+    assert info.value.request_id and f"(request ID {info.value.request_id})" in str(info.value)
 
 
 def test_connection_errors_are_retried_then_raised():

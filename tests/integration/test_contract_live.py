@@ -41,7 +41,8 @@ def test_error_table_live(untouched, predict_url, body, content_type, status, ty
     resp = post(predict_url, body, content_type)
     assert resp.status_code == status
     assert resp.headers["Content-Type"].startswith("application/json")
-    assert resp.json() == {"code": status, "type": type_, "message": resp.json()["message"]}
+    assert resp.json() == {"code": status, "type": type_, "message": resp.json()["message"],
+                           "request_id": resp.headers["X-Request-ID"]}  # TorchServe's ID: the client sent none
     assert fragment in resp.json()["message"]
 
 

@@ -17,9 +17,15 @@ from tests.deploy.conftest import NGINX_TEMPLATE, nginx_cmd, render_nginx
 
 
 @pytest.fixture(scope="module")
-def proxy(live, tmp_path_factory) -> str:
+def proxy_prefix(tmp_path_factory):
+    """The proxy's folder: its config, and access.log (one line per answer, with its request ID)."""
+    return tmp_path_factory.mktemp("nginx")
+
+
+@pytest.fixture(scope="module")
+def proxy(live, proxy_prefix) -> str:
     (port,) = free_ports(1)
-    prefix = tmp_path_factory.mktemp("nginx")
+    prefix = proxy_prefix
     conf = render_nginx(prefix, upstream=f"127.0.0.1:{live.inference.port}", listen=f"127.0.0.1:{port}")
     proc = subprocess.Popen(nginx_cmd(conf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -58,7 +64,13 @@ def test_bad_input_keeps_its_4xx_through_the_proxy(proxy, live, built_card):
     direct = requests.post(f"{live.inference.url}{path}", data=b"{not json", headers=headers, timeout=ANSWER_TIMEOUT)
     proxied = requests.post(f"{proxy}{path}", data=b"{not json", headers=headers, timeout=ANSWER_TIMEOUT)
     assert proxied.status_code == direct.status_code == 400
-    assert proxied.json() == direct.json()
+    assert without_id(proxied.json()) == without_id(direct.json())
+
+
+def without_id(body: dict) -> dict:
+    """An error body less its request ID (two requests: two IDs)."""
+    assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", body.pop("request_id"))
+    return body
 
 
 def test_v2_inference_is_forwarded(proxy, live, built_card, test_split):
@@ -120,3 +132,39 @@ def test_oversized_body_gets_413_from_the_proxy(proxy, live, built_card):
     assert limit < len(body) < int(live.properties["max_request_size"])
     resp = requests.post(f"{proxy}/predictions/{built_card.model_name}", data=body, timeout=ANSWER_TIMEOUT)
     assert resp.status_code == 413 and resp.json()["type"] == "payload_too_large"
+
+
+def access_lines(prefix, rid: str) -> list[str]:
+    """The proxy's access lines holding ``rid`` (nginx writes a line as it answers)."""
+    return [line for line in (prefix / "access.log").read_text().splitlines() if f"rid={rid}" in line]
+
+
+def test_a_client_request_id_goes_through_and_back(proxy, proxy_prefix, built_card, test_split):
+    body = {"instances": test_split["x"][:1].tolist()}
+    resp = requests.post(f"{proxy}/predictions/{built_card.model_name}", json=body,
+                         headers={"X-Request-ID": "order-42.a:b_c"}, timeout=ANSWER_TIMEOUT)
+    assert resp.status_code == 200 and resp.headers["X-Request-ID"] == "order-42.a:b_c"
+    assert resp.raw.headers.getlist("X-Request-ID") == ["order-42.a:b_c"], "one header, not nginx's and the handler's"
+    wait_for(lambda: access_lines(proxy_prefix, "order-42.a:b_c"), timeout=5, what="the access line")
+
+
+@pytest.mark.parametrize("bad", ["x" * 129, "a b", "id\u0085next", "id%0d%0aforged: 1", ""])
+def test_a_bad_request_id_is_replaced_and_never_logged(proxy, proxy_prefix, built_card, bad):
+    """Oversized, spaces, non-ASCII, an encoded CRLF: nginx's own ID instead, in the answer,
+    the error body (handler and proxy alike) and the access line; the raw value nowhere."""
+    path = f"/predictions/{built_card.model_name}"
+    headers = {"X-Request-ID": bad.encode(), "Content-Type": "application/json"}
+    for url, status in ((f"{proxy}{path}", 400), (f"{proxy}/models", 404)):
+        resp = requests.post(url, data=b"{", headers=headers, timeout=ANSWER_TIMEOUT)
+        rid = resp.headers["X-Request-ID"]
+        assert resp.status_code == status and re.fullmatch(r"[0-9a-f]{32}", rid), rid
+        assert resp.json()["request_id"] == rid
+        wait_for(lambda rid=rid: access_lines(proxy_prefix, rid), timeout=5, what="the access line")
+    if bad:
+        assert bad not in (proxy_prefix / "access.log").read_text()
+
+
+def test_errors_of_the_proxy_itself_carry_the_request_id(proxy, built_card):
+    resp = requests.get(f"{proxy}/predictions/{built_card.model_name}", headers={"X-Request-ID": "mine-1"}, timeout=5)
+    assert resp.status_code == 403 and resp.headers["X-Request-ID"] == "mine-1"
+    assert resp.json()["request_id"] == "mine-1"

@@ -420,7 +420,7 @@ def test_parse_errors_of_explanations_are_the_predictions_own(worker, built_card
         with pytest.raises(RequestError) as exc:
             parse_request(body, "application/json", schema)
         (answer,) = run(worker, frame(body))
-        assert answer.json() == exc.value.to_dict() and answer.status == exc.value.status
+        assert answer.json() == {**exc.value.to_dict(), "request_id": "r"} and answer.status == exc.value.status
 
 
 def test_a_batch_over_the_explanation_budget_answers_every_request_in_its_place(worker, test_split):

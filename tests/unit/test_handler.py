@@ -182,6 +182,7 @@ def test_a_bad_request_fails_alone_in_its_batch(worker, rows, atol):
         "code": 400,
         "type": "wrong_shape",
         "message": "instances[0]: expected 10 features, got 2",
+        "request_id": "r",  # TorchServe's ID of the request: the client sent no X-Request-ID
     }
     assert answers[4].json()["type"] == "too_many_rows" and "limit is 20" in answers[4].json()["message"]
     assert all(a.content_type == JSON for a in answers)
@@ -384,3 +385,22 @@ def test_a_refused_request_leaves_no_reference_cycle(worker):
         gc.enable()
     assert [a.status for a in answers] == [400, 400, 400]
     assert left == []
+
+
+def with_request_id(req: dict, value: bytes) -> dict:
+    return {**req, "headers": [*req["headers"], {"name": b"X-Request-ID", "value": value}]}
+
+
+def test_error_bodies_carry_the_clients_request_id_or_torchserves(worker, rows):
+    """A valid X-Request-ID is the one in the body; a bad one (newline, oversized) is replaced
+    by TorchServe's ID of the request, and a bad request leaves its neighbours' answers alone."""
+    bad_body = {"instances": [[1, 2]]}
+    batch = [
+        with_request_id(request(bad_body, rid="ts-1"), b"order-1"),
+        with_request_id(request(bad_body, rid="ts-2"), b"a\nforged"),
+        with_request_id(request(bad_body, rid="ts-3"), b"x" * 129),
+        with_request_id(request({"instances": rows[:1].tolist()}, rid="ts-4"), b"ok-4"),
+    ]
+    code, answers = decode(worker.predict(batch))
+    assert code == 200 and [a.status for a in answers] == [400, 400, 400, 200]
+    assert [a.json()["request_id"] for a in answers[:3]] == ["order-1", "ts-2", "ts-3"]

@@ -3,6 +3,7 @@ refusal to give a version number to another model, the watcher's thresholds, the
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from model import archive, export
-from servectl import canary, versions
+from servectl import canary, lifecycle, versions
 from servectl.errors import ServeError
 from servectl.settings import ServeSettings
 from servectl.watch_sources import deaths_between, split_answers
@@ -133,3 +134,15 @@ def test_a_watch_ends_when_its_server_stopped_or_restarted(settings):
     watched = Watch("1.1", "1.0", False, Stats(), server=2**22 + 1)  # not this run folder's TorchServe
     assert tick(gone, watched, CONFIG) == (False, None)
     assert watched.failed_ticks == 0
+
+
+def test_servectl_progress_lines_follow_the_configured_format(monkeypatch, capsys):
+    """serve_config/lifecycle.yaml log_format: text as shipped; json is one object per line."""
+    assert lifecycle.LifecycleConfig.load().log_format == "text"
+    lifecycle.say("loading 1.1")
+    assert capsys.readouterr().out == "servectl: loading 1.1\n"
+    real = lifecycle.LifecycleConfig.load()
+    monkeypatch.setattr(lifecycle.LifecycleConfig, "load", classmethod(lambda cls, *a: replace(real, log_format="json")))
+    lifecycle.say("rolled back\nforged")
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["message"] == "rolled back\nforged" and json.loads(line)["logger"] == "servectl"
