@@ -167,7 +167,8 @@ def test_ctrl_c_during_score_stops_promptly(counting, tmp_path):
         proc.kill()
         proc.wait()
     print(f"Ctrl-C: exited {took:.2f} s after SIGINT, {len(Counting.hits)} requests")
-    assert took < 2.0, f"took {took:.1f} s to stop"
+    # before the fix it had not stopped 20 s after the signal; the bound leaves room for a loaded machine
+    assert took < 10.0, f"took {took:.1f} s to stop"
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     seen = len(Counting.hits)
