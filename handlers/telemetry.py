@@ -20,7 +20,7 @@ import torch
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from handlers.contract import RequestError
-from handlers.explain import ExplanationRequest
+from handlers.explain.options import ExplanationRequest
 from handlers.metric_names import PREFIX
 from handlers.model_card import ModelCard
 
@@ -59,9 +59,12 @@ class Telemetry:
         model_version: str,
         card: ModelCard,
         registry: CollectorRegistry | None = None,
-        batch_size: int = 64,
-        max_rows: int = 10_000,
+        *,
+        batch_size: int,
+        max_rows: int,
     ) -> None:
+        """``batch_size`` (model-config.yaml's batchSize) and ``max_rows`` (handler.max_rows)
+        bound the batch histograms: the most requests and rows a batch can hold."""
         self.registry = registry if registry is not None else CollectorRegistry()
         self.labels = (model_name, model_version)
         self.class_names = card.class_names

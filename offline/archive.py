@@ -39,7 +39,7 @@ class Archive:
     def schema(self, max_rows: int) -> Schema:
         """The service's request contract (``request_schema``: features, input bounds) with a
         row limit of ``max_rows``: the limit is a request's, a table's batches choose their own."""
-        return request_schema(self.card, {**self.handler_settings, "max_rows": max_rows})
+        return request_schema(self.card, max_rows, self.handler_settings.get("input_range_widths"))
 
 
 @dataclass(frozen=True)

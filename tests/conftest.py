@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from handlers import settings as handler_settings
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import model_config, server
 from servectl.settings import ServeSettings
@@ -17,6 +18,8 @@ ARTIFACTS = REPO / "artifacts"
 # Every setting a test needs is read from where it is configured, never copied:
 # serve_config/model-config.yaml (workers, batching, timeouts, the row limit) ...
 MODEL_CONFIG = model_config.load()
+# ... its handler section as the handler reads it (handlers.settings) ...
+HANDLER_SETTINGS = handler_settings.from_config(MODEL_CONFIG.raw)
 # ... and serve_config/config.properties (ports, properties); the model name plays no part in them
 SHIPPED = ServeSettings.load("shipped")
 # A client waiting for a prediction: TorchServe answers every request within responseTimeout

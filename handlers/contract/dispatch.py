@@ -1,9 +1,15 @@
-"""The entry point: pick the parser from the content type and, for JSON, from the
-document's top-level field (``instances`` or ``inputs``)."""
+"""The entry point: pick the decoder from the content type (``DECODERS``, the one table of
+request formats) and, for JSON, from the document's top-level field (``instances`` or ``inputs``).
+
+A new request format is one decoder registered in ``DECODERS`` under its media type: it gets
+the body, the schema and the request's headers (a lookup by name, for a format whose framing
+rides in a header) and returns ``Parsed`` with a ``protocol`` naming its answer's encoder in
+``handlers.contract.responses.ENCODERS``, or raises the ``RequestError`` naming what is wrong."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,22 +25,44 @@ JSON = "application/json"
 CSV = "text/csv"
 NPY = "application/x-npy"
 ACCEPTED = (JSON, CSV, NPY)
+Header = Callable[[str], str | None]  # a request header by name, None when absent
+Decoder = Callable[[Any, Schema, Header], Parsed]
 
 
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse_request(body: Any, content_type: str | None, schema: Schema) -> Parsed:
+def no_headers(name: str) -> str | None:
+    """The header lookup of a request without headers (tests, offline scoring)."""
+    return None
+
+
+def parse_request(body: Any, content_type: str | None, schema: Schema, header: Header = no_headers) -> Parsed:
     """Dispatch on the content type. ``body`` is bytes, str, or JSON TorchServe decoded."""
     kind = media_type(content_type)
-    if kind == JSON or kind.endswith("+json"):
-        return parse_json(body, schema)
-    if kind == CSV:
-        return Parsed(rows_from_csv(_csv_text(bounded_csv(_bytes(body), schema)), schema))
-    if kind in (NPY, "application/npy"):
-        return Parsed(rows_from_npy(_bytes(body), schema))
-    raise unsupported(kind)
+    decoder = DECODERS.get(kind)
+    if decoder is None:
+        if not kind.endswith("+json"):
+            raise unsupported(kind)
+        decoder = _json
+    return decoder(body, schema, header)
+
+
+def _json(body: Any, schema: Schema, header: Header) -> Parsed:
+    return parse_json(body, schema)
+
+
+def _csv(body: Any, schema: Schema, header: Header) -> Parsed:
+    return Parsed(rows_from_csv(_csv_text(bounded_csv(_bytes(body), schema)), schema))
+
+
+def _npy(body: Any, schema: Schema, header: Header) -> Parsed:
+    return Parsed(rows_from_npy(_bytes(body), schema))
+
+
+# The request formats by media type (any other ``+json`` type reads as JSON).
+DECODERS: dict[str, Decoder] = {JSON: _json, CSV: _csv, NPY: _npy, "application/npy": _npy}
 
 
 def unsupported(content_type: str | None) -> RequestError:
@@ -146,7 +174,7 @@ def _parse_doc(doc: Any, raw: bytes | None, schema: Schema) -> Parsed:
     if "instances" in doc and "inputs" in doc:
         raise bad("invalid_request", "body: both 'instances' and 'inputs'; send rows in one of them")
     if "instances" in doc:
-        return Parsed(rows_from_instances(doc["instances"], schema, suspect))
+        return Parsed(rows_from_instances(doc["instances"], schema, suspect), doc=doc)
     if "inputs" in doc:
         return parse_v2(doc, schema, suspect)
     raise bad(

@@ -6,17 +6,14 @@ with the same rules (``offline.spark`` on Spark executors) builds the very same 
 
 from __future__ import annotations
 
-from typing import Any
-
 from handlers.contract.validation import Schema
 from handlers.model_card import ModelCard
 
 
-def request_schema(card: ModelCard, settings: dict[str, Any]) -> Schema:
+def request_schema(card: ModelCard, max_rows: int, input_range_widths: float | None) -> Schema:
     """The request contract of this model: its features, ``handler.max_rows``, and values
-    bounded to ``handler.input_range_widths`` widths of the training range beyond it."""
-    max_rows = int(settings.get("max_rows", 10_000))
-    widths = settings.get("input_range_widths")
-    if widths is None:
+    bounded to ``handler.input_range_widths`` widths of the training range beyond it (None:
+    float32's range only)."""
+    if input_range_widths is None:
         return Schema(card.feature_names, max_rows)
-    return Schema.bounded(card.feature_names, max_rows, card.training_range, float(widths))
+    return Schema.bounded(card.feature_names, max_rows, card.training_range, float(input_range_widths))

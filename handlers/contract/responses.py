@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ ROWS, COLUMNS, ARRAY = "rows", "columnar", "npy"
 # from this many rows the row answer is laid out in an object array (its set-up costs ~2 us)
 _OBJECT_ARRAY_ROWS = 16
 _ACCEPTED_ANSWERS = {NPY: ARRAY, "application/npy": ARRAY, COLUMNAR: COLUMNS}
+# an answer: its bytes, its content type and the headers it needs beside them
+Encoded = tuple[bytes, str, Mapping[str, str]]
+NO_HEADERS: Mapping[str, str] = {}
 
 
 def answer_format(accept: str | None) -> str:
@@ -74,15 +78,15 @@ class Responder:
         head = encode({"model_name": self.model_name, "model_version": self.model_version, "predictions": []})
         object.__setattr__(self, "_head", head[: -len(b"[]}")])
 
+    def answer(self, parsed: Parsed, probabilities: torch.Tensor, fmt: str = ROWS) -> Encoded:
+        """The answer in the format Accept asked for (``ENCODERS``), else in the default answer
+        of the request's protocol."""
+        return ENCODERS[parsed.protocol if fmt == ROWS else fmt](self, parsed, probabilities)
+
     def render(self, parsed: Parsed, probabilities: torch.Tensor, fmt: str = ROWS) -> tuple[bytes, str]:
-        """The answer's bytes and content type in the format Accept asked for."""
-        if fmt == ARRAY:
-            return npy_bytes(probabilities.numpy()), NPY
-        if fmt == COLUMNS:
-            return encode(self.columnar(probabilities)), COLUMNAR
-        if parsed.protocol == "v2":
-            return encode(self.body(parsed, probabilities)), JSON
-        return self.rows_json(probabilities), JSON
+        """The answer's bytes and content type (``answer`` without its headers)."""
+        body, content_type, _ = self.answer(parsed, probabilities, fmt)
+        return body, content_type
 
     def rows_json(self, probabilities: torch.Tensor) -> bytes:
         """The row answer, byte for byte ``encode(self.body(...))``, without a dict per row:
@@ -193,3 +197,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _npy_answer(responder: Responder, parsed: Parsed, probabilities: torch.Tensor) -> Encoded:
+    return npy_bytes(probabilities.numpy()), NPY, {"X-Class-Names": responder.class_names_header}
+
+
+def _columnar_answer(responder: Responder, parsed: Parsed, probabilities: torch.Tensor) -> Encoded:
+    return encode(responder.columnar(probabilities)), COLUMNAR, NO_HEADERS
+
+
+def _v2_answer(responder: Responder, parsed: Parsed, probabilities: torch.Tensor) -> Encoded:
+    return encode(responder.body(parsed, probabilities)), JSON, NO_HEADERS
+
+
+def _rows_answer(responder: Responder, parsed: Parsed, probabilities: torch.Tensor) -> Encoded:
+    return responder.rows_json(probabilities), JSON, NO_HEADERS
+
+
+# The answer encoders: by the bulk format Accept asks for, else by the request's protocol
+# (``Parsed.protocol``, which its decoder in handlers.contract.dispatch.DECODERS sets).
+ENCODERS: dict[str, Callable[[Responder, Parsed, torch.Tensor], Encoded]] = {
+    ARRAY: _npy_answer,
+    COLUMNS: _columnar_answer,
+    "v2": _v2_answer,
+    "instances": _rows_answer,
+}

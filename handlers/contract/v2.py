@@ -73,7 +73,7 @@ def parse_v2(doc: dict[str, Any], schema: Schema, suspect: bool = True) -> Parse
     if datatype.startswith(("INT", "UINT")) and not bool((x == x.round()).all()):
         raise bad("invalid_value", f"inputs[0].data: datatype {datatype} holds non-integer values")
     request_id = doc.get("id")
-    return Parsed(x, "v2", str(request_id) if request_id is not None else None)
+    return Parsed(x, "v2", str(request_id) if request_id is not None else None, doc)
 
 
 def _check_range(x: torch.Tensor, datatype: str, where: Callable[[int, int], str]) -> None:

@@ -8,7 +8,8 @@ the first bad value and name its place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# a Schema limits rows only when told: the served limit is handler.max_rows (model-config.yaml)
+UNLIMITED_ROWS = sys.maxsize
 
 
 class RequestError(Exception):
@@ -50,7 +53,7 @@ class Schema:
     by the training range, ``bounded``)."""
 
     feature_names: tuple[str, ...]
-    max_rows: int = 10_000
+    max_rows: int = UNLIMITED_ROWS
     low: tuple[float, ...] | None = None
     high: tuple[float, ...] | None = None
     index: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -98,11 +101,14 @@ class Schema:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A valid request: its rows, and how the answer must be shaped."""
+    """A valid request: its rows, how the answer must be shaped, and the JSON document the
+    rows came in (None for CSV and .npy), so the options beside them (an explanation's target
+    and baseline) are read without parsing the body again."""
 
     rows: torch.Tensor  # float32 [n, F]
     protocol: str = "instances"  # "instances" | "v2"
     request_id: str | None = None
+    doc: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 def to_tensor(

@@ -13,8 +13,8 @@ import torch
 
 from handlers.observability import logs, prediction_log, tracing
 from handlers.observability.request_id import HEADER, request_id
-from handlers.observability.settings import ObservabilitySettings
 from handlers.observability.timing import RequestRecord
+from handlers.settings import ObservabilitySettings
 
 Header = Callable[[int, str], str | None]
 

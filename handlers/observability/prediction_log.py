@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from handlers.observability.settings import PredictionLogSettings
+from handlers.settings import PredictionLogSettings
 
 FILE_GLOB = "predictions-*.jsonl*"
 LABEL = "label"
@@ -71,9 +71,9 @@ class PredictionLog:
             self.on_error()
 
 
-def open_log(settings: PredictionLogSettings | None, on_error: Callable[[], None]) -> PredictionLog | None:
+def open_log(settings: PredictionLogSettings, on_error: Callable[[], None]) -> PredictionLog | None:
     """This worker's log in the configured directory, or None when the log is off."""
-    if settings is None or not settings.enabled:
+    if not settings.enabled:
         return None
     directory = Path(settings.directory)
     try:

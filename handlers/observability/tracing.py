@@ -12,8 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from handlers.observability.settings import ObservabilitySettings
 from handlers.observability.timing import RequestRecord
+from handlers.settings import ObservabilitySettings
 
 # the SDK's BatchSpanProcessor sends at most this often; spans wait in its queue until then
 EXPORT_DELAY_MS = 500

@@ -18,8 +18,8 @@ import requests
 import torch
 
 from client import Client, ClientConfig
-from handlers.explain import Explainer, ExplainSettings
-from tests.conftest import REPO
+from handlers.explain.attribution import attribute
+from tests.conftest import HANDLER_SETTINGS, REPO
 from tests.integration.conftest import frontend_metric, workers
 
 TOLERANCE = 1e-3  # handler.explain.tolerance in serve_config/model-config.yaml
@@ -43,13 +43,11 @@ def explain_url(live, built_card) -> str:
 @pytest.fixture(scope="module")
 def reference(built_model, built_card):
     """The in-process explainer with the shipped settings: what the server must answer."""
-    import yaml
 
-    section = yaml.safe_load((REPO / "serve_config/model-config.yaml").read_text())["handler"]["explain"]
-    explainer = Explainer(built_model, built_card, ExplainSettings.from_config(section), "", "")
+    mean = torch.tensor(built_card.normalisation["mean"], dtype=torch.float32)
 
     def explain(x: torch.Tensor, target: int = -1):
-        return explainer.attribute(x, explainer.mean.expand_as(x), torch.full((len(x),), target))
+        return attribute(built_model, x, mean.expand_as(x), torch.full((len(x),), target), HANDLER_SETTINGS.explain)
 
     return explain
 

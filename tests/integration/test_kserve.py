@@ -30,13 +30,13 @@ import requests
 import torch
 
 from deploy.kserve.layout import lay_out
-from handlers.explain import Explainer, ExplainSettings
+from handlers.explain.attribution import attribute
 from handlers.model_card import ModelCard
 from servectl.java import find_java, install_allowed
 from servectl.server import stop_group
 from servectl.settings import read_properties, write_properties
 from servectl.waiting import wait_for
-from tests.conftest import MODEL_CONFIG, free_ports
+from tests.conftest import HANDLER_SETTINGS, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -116,11 +116,9 @@ def ready(server: KServeTorchServe, proc: subprocess.Popen, run: Path) -> bool:
 def attributions(built_model, built_card, test_split) -> torch.Tensor:
     """The in-process explainer with the shipped settings: the attributions of the first
     10 test rows for their predicted classes from the training-mean baseline, [10, F]."""
-    settings = ExplainSettings.from_config(MODEL_CONFIG.raw["handler"].get("explain"))
-    explainer = Explainer(built_model, built_card, settings, built_card.model_name, built_card.version)
     rows = test_split["x"][:10]
     mean = torch.tensor(built_card.normalisation["mean"], dtype=torch.float32).expand_as(rows)
-    return explainer.attribute(rows, mean, torch.full((len(rows),), -1)).attributions
+    return attribute(built_model, rows, mean, torch.full((len(rows),), -1), HANDLER_SETTINGS.explain).attributions
 
 
 @pytest.fixture(scope="module")

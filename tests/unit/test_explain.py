@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry
 from torch import nn
 
 from handlers.contract import Parsed, RequestError, Schema, parse_request
-from handlers.explain import CHUNK_POINTS, Explainer, ExplainSettings, ExplanationRequest, integrated_gradients
+from handlers.explain import CHUNK_POINTS, Explainer, ExplanationRequest, integrated_gradients
 from handlers.model_card import ModelCard
+from handlers.settings import ExplainSettings, SettingsError, checked
 from handlers.telemetry import Telemetry
-from tests.conftest import REPO
+from tests.conftest import HANDLER_SETTINGS, REPO
 from tests.unit.test_handler import decode, load_worker
 
 # Completeness bounds, measured on the 150 test-split rows of the shipped model (max error):
@@ -31,7 +32,9 @@ BATCH_ATOL = 1e-5
 
 
 def explainer_for(model, card: ModelCard, **settings) -> Explainer:
-    return Explainer(model, card, ExplainSettings(**settings), card.model_name, card.version)
+    """The shipped handler.explain settings with ``settings`` changed."""
+    changed = HANDLER_SETTINGS.explain.model_copy(update=settings)
+    return Explainer(model, card, changed, card.model_name, card.version, Schema(card.feature_names))
 
 
 def small_card(n_features: int, n_classes: int, mean: list[float] | None = None) -> ModelCard:
@@ -162,8 +165,8 @@ def explainer(built_model, built_card) -> Explainer:
 
 
 def options(explainer: Explainer, doc: dict, headers: dict | None = None, n: int = 2) -> ExplanationRequest:
-    parsed = Parsed(torch.zeros(n, len(explainer.feature_names)))
-    return explainer.request(parsed, headers or {}, json.dumps(doc).encode(), "application/json")
+    parsed = Parsed(torch.zeros(n, len(explainer.feature_names)), doc=doc)  # the body as the contract decoded it
+    return explainer.request(parsed, headers or {})
 
 
 def test_targets_by_name_id_list_or_header(explainer, built_card):
@@ -225,7 +228,7 @@ def test_baselines_the_request_may_ask_for(explainer, built_card):
 )
 def test_a_bad_baseline_is_a_400(built_model, built_card, baseline, message):
     schema = Schema.bounded(built_card.feature_names, 10_000, built_card.training_range, 1e6)
-    explainer = Explainer(built_model, built_card, ExplainSettings(), "m", "1", schema)
+    explainer = Explainer(built_model, built_card, HANDLER_SETTINGS.explain, "m", "1", schema)
     with pytest.raises(RequestError) as exc:
         options(explainer, {"baseline": baseline})
     assert (exc.value.status, exc.value.type) == (400, "invalid_baseline")
@@ -244,13 +247,14 @@ def test_settings_come_from_the_shipped_model_config():
     import yaml
 
     section = yaml.safe_load((REPO / "serve_config/model-config.yaml").read_text())["handler"]["explain"]
-    assert ExplainSettings.from_config(section) == ExplainSettings(
+    assert checked(ExplainSettings, section, "handler.explain") == ExplainSettings(
         steps=64, max_steps=1024, tolerance=1e-3, max_rows=100, max_batch_points=262144
     )
-    with pytest.raises(ValueError):
-        ExplainSettings.from_config({"steps": 128, "max_steps": 64})
-    with pytest.raises(ValueError, match="admit one request"):
-        ExplainSettings.from_config({**section, "max_batch_points": 100 * 64 - 1})
+    assert HANDLER_SETTINGS.explain == checked(ExplainSettings, section, "handler.explain")
+    with pytest.raises(SettingsError, match="model-config.yaml: handler.explain: .*steps .128. must not exceed"):
+        checked(ExplainSettings, {**section, "steps": 128, "max_steps": 64}, "handler.explain")
+    with pytest.raises(SettingsError, match="admit one request"):
+        checked(ExplainSettings, {**section, "max_batch_points": 100 * 64 - 1}, "handler.explain")
 
 
 def test_a_batch_spends_at_most_its_budget_of_path_points(built_model, built_card, test_split, monkeypatch):
@@ -258,7 +262,7 @@ def test_a_batch_spends_at_most_its_budget_of_path_points(built_model, built_car
     of 64 such requests cost ~6 s of worker time. Now the batch's path points are capped: the
     first passes that fit are admitted in order, the rest get 429, and the refinements share
     what is left; every answered row still reports its own error and steps."""
-    import handlers.explain as explain_module
+    import handlers.explain.attribution as explain_module
 
     spent: list[int] = []
     real = explain_module.integrated_gradients
@@ -289,7 +293,7 @@ def test_a_batch_spends_at_most_its_budget_of_path_points(built_model, built_car
 
 def test_explanations_are_counted_apart_from_predictions(built_card):
     registry = CollectorRegistry()
-    telemetry = Telemetry("m", "1.0", built_card, registry=registry)
+    telemetry = Telemetry("m", "1.0", built_card, registry=registry, batch_size=8, max_rows=100)
     rows = torch.zeros(3, built_card.n_features)
     explained = ExplanationRequest(Parsed(rows), torch.full((3,), -1), torch.zeros(10), "training_mean")
     bad = RequestError(400, "invalid_target", "x")

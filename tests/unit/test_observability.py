@@ -17,7 +17,7 @@ from benchmarks.otlp_receiver import Receiver
 from handlers.observability import logs, prediction_log, tracing
 from handlers.observability.observer import Observer
 from handlers.observability.request_id import is_valid, request_id
-from handlers.observability.settings import ObservabilitySettings, PredictionLogSettings, SettingsError
+from handlers.settings import ObservabilitySettings, PredictionLogSettings, SettingsError, checked
 from model.data import load_csv
 from tests.conftest import REPO
 
@@ -30,7 +30,7 @@ BAD_IDS = ["x" * 129, "a\nb", "a\rINFO forged", "a\x00", "é", "a b", "", None, 
 
 def settings(**changes) -> ObservabilitySettings:
     section = {**SHIPPED, **changes}
-    return ObservabilitySettings.from_config(section)
+    return checked(ObservabilitySettings, section, "handler.observability")
 
 
 @pytest.mark.parametrize("good", ["a", "order-42.a:b_c", "0" * 128, "4bf92f3577b34da6a3ce929d0e0e4736"])
@@ -46,7 +46,7 @@ def test_a_bad_client_id_is_replaced_by_torchserves_or_a_new_one(bad):
 
 
 def test_the_shipped_settings_turn_everything_costly_off():
-    s = ObservabilitySettings.from_config(SHIPPED)
+    s = checked(ObservabilitySettings, SHIPPED, "handler.observability")
     assert s.otlp_endpoint == "" and s.prediction_log is not None and not s.prediction_log.enabled
     assert s.log_format == "text" and s.access_log == "errors"
     assert tracing.start(s, "m", "1") is None
@@ -62,8 +62,8 @@ def test_a_wrong_setting_fails_the_load(change):
 def test_a_missing_key_is_named():
     section = dict(SHIPPED)
     del section["access_log"]
-    with pytest.raises(SettingsError, match="handler.observability.access_log is missing"):
-        ObservabilitySettings.from_config(section)
+    with pytest.raises(SettingsError, match="model-config.yaml: handler.observability.access_log: missing"):
+        checked(ObservabilitySettings, section, "handler.observability")
 
 
 def test_json_lines_hold_no_raw_control_characters():
@@ -79,7 +79,7 @@ def test_json_lines_hold_no_raw_control_characters():
 
 def log_settings(tmp_path, **changes) -> PredictionLogSettings:
     values = {**SHIPPED["prediction_log"], "sample_rate": 1.0, "directory": str(tmp_path), **changes}
-    return PredictionLogSettings.from_config(values, "prediction_log")
+    return checked(PredictionLogSettings, values, "prediction_log")
 
 
 def observer(s: ObservabilitySettings, errors: list[int] | None = None) -> Observer:

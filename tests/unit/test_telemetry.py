@@ -71,7 +71,7 @@ def test_out_of_range_counts_per_feature_and_side():
 
 
 def test_scored_counts_rows_classes_and_drift():
-    telemetry = Telemetry("m", "1.0", card())
+    telemetry = Telemetry("m", "1.0", card(), batch_size=8, max_rows=100)
     reg = telemetry.registry
     assert sample(reg, "rows_total") == 0  # every series exists from the start
     assert sample(reg, "feature_out_of_range_total", feature="c", direction="above") == 0
@@ -98,7 +98,7 @@ def test_scored_counts_rows_classes_and_drift():
 
 
 def test_batch_counts_statuses_rejections_and_times():
-    telemetry = Telemetry("m", "1.0", card())
+    telemetry = Telemetry("m", "1.0", card(), batch_size=8, max_rows=100)
     reg = telemetry.registry
     for code in ("200", "400", "413", "415"):
         assert sample(reg, "requests_total", code=code) == 0
@@ -137,7 +137,7 @@ def record_in_a_worker_process(multiproc_dir, n: int) -> int:
     try:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
         values.ValueClass = values.get_value_class()  # what importing with the variable set does
-        telemetry = Telemetry("m", "1.0", card())
+        telemetry = Telemetry("m", "1.0", card(), batch_size=8, max_rows=100)
         x = torch.full((n, 3), 0.5)
         x[0, 2] = 6.0
         telemetry.scored(x, torch.tensor([[0.1, 0.2, 0.7]] * n))
