@@ -97,12 +97,13 @@ class Pipeline:
 
     def decode(self, data: Any, idx: int, context: Any, batch: Batch, explaining: set[int]) -> Item:
         item: Item
+        explain = is_explanation(context, idx)  # the choice, made once: a refusal counts as its kind's
+        if explain:
+            explaining.add(idx)
         try:
             item = self.transport.decode(data, idx, context)
-            if is_explanation(context, idx):
-                explaining.add(idx)
-                if isinstance(item, Parsed):
-                    item = self.explanation_request(item, context.get_all_request_header(idx))
+            if explain and isinstance(item, Parsed):
+                item = self.explanation_request(item, context.get_all_request_header(idx))
         except RequestError as exc:
             item = exc.detached()
         except Exception:  # a bug, not the client's fault: this request alone fails
@@ -122,15 +123,14 @@ class Pipeline:
     def score(self, items: Sequence[Item], batch: Batch) -> list[Any]:
         """Per request: its probabilities, its explanation body, a RequestError, or None."""
         outcomes: list[Any] = [None] * len(items)
-        predictions = [i for i, item in enumerate(items) if type(item) is Parsed]
-        if predictions:
+        valid = [(i, item) for i, item in enumerate(items) if isinstance(item, Parsed)]
+        if valid:
+            predictions = [i for i, _ in valid]
             started = time.time_ns()
-            scored = self.each_or_alone(self.forward, [items[i] for i in predictions])
+            scored = self.each_or_alone(self.forward, [p for _, p in valid])
             batch.scored(predictions, started)
-            self.observer.log_predictions(
-                batch,
-                [(i, items[i].rows, out) for i, out in zip(predictions, scored) if isinstance(out, torch.Tensor)],  # type: ignore[union-attr]
-            )
+            sampled = [(i, p.rows, out) for (i, p), out in zip(valid, scored) if isinstance(out, torch.Tensor)]
+            self.observer.log_predictions(batch, sampled)
             for i, out in zip(predictions, scored):
                 outcomes[i] = out
         explanations = [i for i, item in enumerate(items) if isinstance(item, ExplanationRequest)]
