@@ -1,7 +1,7 @@
 """Explanations through a live TorchServe: completeness on every test-split row, the same
 attributions in every request format, a mixed concurrent load of predictions, explanations
 and bad requests each answered with its own shape and status, the metrics kept apart, the
-client and its command line, and the README example."""
+client and its command line, and the documented examples."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from client import Client, ClientConfig
 from handlers.explain.attribution import attribute
 from tests.conftest import HANDLER_SETTINGS, REPO
 from tests.integration.conftest import frontend_metric, workers
+from tests.unit.test_docs import runnable_examples
 
 TOLERANCE = 1e-3  # handler.explain.tolerance in serve_config/model-config.yaml
 BATCH_ATOL = 1e-5  # the same row in another batch: float32 BLAS may change the last bits
-# The README's example (the section /work/notes/explain-readme.md proposes); the README's own
-# lines are run instead once it documents the endpoint.
+# The documented examples (docs/explanations.md); these stand in only if no page has any.
 EXAMPLES = [
     "curl -s http://127.0.0.1:8080/explanations/tabular_classifier -H 'Content-Type: application/json' "
     "-d '{\"instances\": [[-50, -39, -28, -18, -2, 11, -24, -38, 200, 2894]]}'  # -> 200",
@@ -212,8 +212,8 @@ def test_the_client_explains_and_prints_a_ranked_table(live, built_card, test_sp
 
 
 def readme_examples() -> list[str]:
-    readme = (REPO / "README.md").read_text()
-    lines = [line for line in readme.splitlines() if "/explanations/" in line and re.search(r"# -> \d{3}$", line)]
+    """The explanation examples of README.md and docs/*.md (docs/explanations.md holds them)."""
+    lines = [line for _, line in runnable_examples() if "/explanations/" in line]
     return lines or EXAMPLES
 
 
