@@ -30,7 +30,7 @@ class TabularAPI(ls.LitAPI):
 
     def decode_request(self, request: Request) -> np.ndarray:
         # Request: LitServe's default, the body parsed by request.json(); what arrives is the document
-        return rows(request["instances"])  # type: ignore[index]
+        return rows(request["instances"])
 
     def batch(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return inputs  # predict concatenates, so requests of any row count share a batch

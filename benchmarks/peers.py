@@ -140,45 +140,51 @@ def posts_ok(load: Load) -> Callable[[], bool]:
     return ready
 
 
+def predict_system(name: str, port: int, payloads: Any, binary: bool, tuning: str, why_no_binary: str = "",
+                   ) -> System:
+    """A peer answering the service's own bodies on POST /predict (FastAPI, LitServe)."""
+    url = f"http://127.0.0.1:{port}/predict"
+    return System(name, Load(url, payloads.single, JSON_CT), Load(url, payloads.bulk_json, JSON_CT),
+                  Load(url, payloads.bulk_npy, NPY_CT, NPY_CT) if binary else None, columnar_probabilities,
+                  tuning, why_no_binary)
+
+
+def predict_peer(kind: str, payloads: Any, port: int, workers: int, batch_size: int, delay_ms: float,
+                 ) -> tuple[System, list[str]]:
+    """The FastAPI or LitServe peer's system and command line."""
+    if kind == "fastapi":
+        tuning = (f"uvicorn, {workers} worker processes (uvloop, httptools), one async endpoint, orjson, one torch "
+                  "thread each; no batching (FastAPI has none)")
+        return predict_system("FastAPI (lean)", port, payloads, True, tuning), [
+            sys.executable, "-m", "uvicorn", "benchmarks.fastapi_peer:app", "--host", "127.0.0.1", "--port",
+            str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning"]
+    tuning = (f"workers_per_device={workers} (CPU), max_batch_size={batch_size}, batch_timeout={delay_ms:g} ms, "
+              "fast_queue (ZeroMQ), 1 API server, orjson answers, one torch thread per worker")
+    why = "LitServe reads every body with request.json() (litserve/server.py, _prepare_request): no .npy path"
+    return (predict_system("LitServe", port, payloads, False, tuning, why),
+            [sys.executable, "-m", "benchmarks.litserve_peer", "--port", str(port)])
+
+
+def spawned(kind: str, payloads: Any, folder: Path, workers: int, batch_size: int, delay_ms: float,
+            ) -> Iterator[System]:
+    """The ``kind`` of peer, on a free port, for as long as the caller's block runs."""
+    (port,) = free_loopback_ports(1)
+    system, cmd = predict_peer(kind, payloads, port, workers, batch_size, delay_ms)
+    log = folder / f"{system.name.split()[0].lower()}.log"
+    with process_group(cmd, peer_env(workers, batch_size, delay_ms), log, posts_ok(system.single),
+                       f"the {system.name} peer"):
+        yield system
+
+
 @contextlib.contextmanager
 def fastapi(payloads: Any, folder: Path, workers: int, batch_size: int, delay_ms: float) -> Iterator[System]:
-    (port,) = free_loopback_ports(1)
-    url = f"http://127.0.0.1:{port}/predict"
-    system = System(
-        "FastAPI (lean)",
-        Load(url, payloads.single, JSON_CT),
-        Load(url, payloads.bulk_json, JSON_CT),
-        Load(url, payloads.bulk_npy, NPY_CT, NPY_CT),
-        columnar_probabilities,
-        f"uvicorn, {workers} worker processes (uvloop, httptools), one async endpoint, orjson, one torch thread "
-        "each; no batching (FastAPI has none)",
-    )
-    cmd = [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_peer:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-           "--log-level", "warning"]
-    with process_group(cmd, peer_env(workers, batch_size, delay_ms), folder / "fastapi.log",
-                       posts_ok(system.single), "the FastAPI peer"):
-        yield system
+    yield from spawned("fastapi", payloads, folder, workers, batch_size, delay_ms)
 
 
 @contextlib.contextmanager
 def litserve(payloads: Any, folder: Path, workers: int, batch_size: int, delay_ms: float) -> Iterator[System]:
-    (port,) = free_loopback_ports(1)
-    url = f"http://127.0.0.1:{port}/predict"
-    system = System(
-        "LitServe",
-        Load(url, payloads.single, JSON_CT),
-        Load(url, payloads.bulk_json, JSON_CT),
-        None,
-        columnar_probabilities,
-        f"workers_per_device={workers} (CPU), max_batch_size={batch_size}, batch_timeout={delay_ms:g} ms, "
-        "fast_queue (ZeroMQ), 1 API server, orjson answers, one torch thread per worker",
-        "LitServe reads every body with request.json() (litserve/server.py, _prepare_request): no .npy path",
-    )
-    cmd = [sys.executable, "-m", "benchmarks.litserve_peer", "--port", str(port)]
-    with process_group(cmd, peer_env(workers, batch_size, delay_ms), folder / "litserve.log",
-                       posts_ok(system.single), "the LitServe peer"):
-        yield system
+    yield from spawned("litserve", payloads, folder, workers, batch_size, delay_ms)
 
 
 @contextlib.contextmanager
