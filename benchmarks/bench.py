@@ -802,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="benchmarks.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     p.add_argument("--warmup", type=float, default=24.0, help="seconds of uncounted warm-up")
     p.add_argument("--connections", type=ints, default=[1, 16, 64])
     p.add_argument("--bulk-connections", type=int, default=8)
