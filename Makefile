@@ -65,6 +65,7 @@ lock: $(VENV)/.installed ## regenerate every requirements*.lock from pyproject.t
 	$(PIP_COMPILE) --extra=java -o requirements-java.lock pyproject.toml
 	$(PIP_COMPILE) --extra=serve --extra=java -c requirements.lock -o requirements-serve.lock pyproject.toml
 	$(PIP_COMPILE) --extra=bench -c requirements.lock -o requirements-bench.lock pyproject.toml
+	$(PIP_COMPILE) --extra=triton -o requirements-triton.lock pyproject.toml
 	$(PIP_COMPILE) --extra=deploy -c requirements.lock -o requirements-deploy.lock pyproject.toml
 	$(PIP_COMPILE) --extra=audit -c requirements.lock -o requirements-audit.lock pyproject.toml
 	$(PIP_COMPILE) --extra=spark -c requirements.lock -o requirements-spark.lock pyproject.toml
@@ -228,8 +229,18 @@ $(BENCH_TOOLS): requirements-bench.lock $(VENV)/.installed
 	command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
 	touch $@
 
-bench: $(MAR) $(BENCH_TOOLS) ## benchmark the served model against same-run references (SWEEP=1: workers x batch x delay)
-	$(PY) -m benchmarks.bench $(if $(SWEEP),--sweep) --note '$(NOTE)' $(BENCH_ARGS)
+# The Triton peer's venv (requirements-triton.lock: pytriton needs numpy < 2). An install that fails
+# does not stop the benchmark: it prints in one line why the Triton peer is left out.
+TRITON_VENV := build/triton-venv
+$(TRITON_VENV)/.installed: requirements-triton.lock
+	rm -rf $(TRITON_VENV) && $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q -r requirements-triton.lock 2>&1 | { grep -v "is ignored" || true; } \
+		&& touch $@ || echo "bench: the Triton peer's venv did not install; make bench goes on without it"
+
+# QUICK=1: one short round of everything (what the benchmark's own tests run)
+QUICK ?=
+bench: $(MAR) $(BENCH_TOOLS) $(TRITON_VENV)/.installed ## benchmark the served model against same-run references and peers (FastAPI, LitServe, Triton; QUICK=1, SWEEP=1)
+	$(PY) -m benchmarks.bench $(if $(SWEEP),--sweep) $(if $(QUICK),--quick) --note '$(NOTE)' $(BENCH_ARGS)
 
 # Builds every variant in build/variants/ (model_store/ keeps VARIANT's .mar) and compares them.
 variants: artifacts/checkpoint.pt $(BENCH_TOOLS) ## build all four model variants and compare them: artifacts/variants.md and .json (a long run)

@@ -37,10 +37,14 @@ import requests
 import torch
 import yaml
 
+from benchmarks import peers
+from benchmarks.compare import SERVICE, compare_markdown, peer_targets, summarise
 from benchmarks.report import (
     LoadResult,
+    Target,
     best_setting,
     markdown,
+    metric_sums,
     parse_wrk,
     sweep_markdown,
     targets,
@@ -49,6 +53,7 @@ from benchmarks.report import (
 )
 from handlers import runtimes
 from handlers.contract import Responder, Schema, parse_request
+from handlers.metric_names import PREFIX
 from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import server
 from servectl.settings import REPO, ServeSettings, free_loopback_ports
@@ -227,12 +232,18 @@ def memory(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda p: (p["role"], p["pid"]))
 
 
+# the handler's own timing metric (handlers/telemetry.py: parse to encoded answers, per batch)
+HANDLER_TIME = (f"{PREFIX}_handler_seconds_sum", f"{PREFIX}_handler_seconds_count")
+
+
 class CpuMeter:
     """CPU seconds the frontend and the workers spend per request during one load run:
     unlike throughput, this barely moves when other work shares the machine."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], metrics_url: str | None = None) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], metrics_url: str | None = None,
+                 exporter_url: str | None = None) -> None:
         self.metrics_url = metrics_url
+        self.exporter_url = exporter_url  # the model-metrics exporter: the handler's own time per batch
         self.procs = {
             m["pid"]: ("frontend" if "frontend" in m["role"] else "workers")
             for m in memory(proc)
@@ -251,7 +262,10 @@ class CpuMeter:
         if self.metrics_url is None:
             return None
         try:
-            return ts_counters(requests.get(self.metrics_url, timeout=5).text)
+            counters = ts_counters(requests.get(self.metrics_url, timeout=5).text)
+            if self.exporter_url is not None:
+                counters |= metric_sums(requests.get(self.exporter_url, timeout=5).text, HANDLER_TIME)
+            return counters
         except requests.RequestException:
             return None
 
@@ -262,6 +276,13 @@ class CpuMeter:
         after, ts_after = self._cpu(), self._ts()
         n = max(result.requests, 1)
         split = ts_split(ts_before, ts_after) if ts_before and ts_after else {}
+        if split and ts_before and ts_after and HANDLER_TIME[1] in ts_after:
+            batches = ts_after[HANDLER_TIME[1]] - ts_before[HANDLER_TIME[1]]
+            requests_ = ts_after["ts_inference_requests_total"] - ts_before["ts_inference_requests_total"]
+            if batches > 0 and requests_ > 0:
+                handler_s = ts_after[HANDLER_TIME[0]] - ts_before[HANDLER_TIME[0]]
+                split |= {"handler_ms_per_batch": round(handler_s / batches * 1000, 3),
+                          "requests_per_batch": round(requests_ / batches, 2)}
         return (
             result.to_dict()
             | {f"cpu_us_per_req_{role}": round((after[role] - before[role]) / n * 1e6, 1) for role in before}
@@ -318,6 +339,7 @@ def wrk(
     content_type: str = JSON_CT,
     rows: int = 1,
     accept: str = "",
+    header: str = "",
 ) -> LoadResult:
     threads = min(2, connections)
     cmd = [
@@ -332,7 +354,7 @@ def wrk(
         url,
     ]
     if body is not None:
-        cmd += ["--", str(body), content_type, accept]
+        cmd += ["--", str(body), content_type, accept, header]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if done.returncode != 0:
         raise SystemExit(f"bench: wrk failed ({done.returncode}): {done.stderr or done.stdout}")
@@ -384,7 +406,7 @@ def machine(note: str) -> dict[str, Any]:
 def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict[str, Any]:
     info = machine(args.note)
     say(f"bench: model ceiling in-process ({card.model_file}, 1 thread)")
-    model = model_ceiling(card, payloads)
+    model = model_ceiling(card, payloads, 0.5 if args.quick else 2.0)
     model_config = yaml.safe_load(MODEL_CONFIG.read_text())
     say("bench: starting TorchServe with serve_config/ and the real .mar")
     with serving(card, payloads.single) as run:
@@ -392,7 +414,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         check_answers(run, payloads)
         warm_up(run, payloads, args.warmup)
         single, ping, bulk = [], [], []
-        meter = CpuMeter(run.proc, f"{run.settings.metrics.url}/metrics")
+        meter = CpuMeter(run.proc, f"{run.settings.metrics.url}/metrics", f"{run.settings.model_metrics.url}/metrics")
         d = args.duration
         for c in args.connections:
             say(f"bench: {d:g}s at {c} connections: /ping, then single-row predictions")
@@ -405,19 +427,17 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
             bulk.append(r | {"format": fmt})
         mem = memory(run.proc)
         cold, ready = run.cold_start_s, run.ready_s
+        comparison = None if args.no_peer else compare(args, run, card, payloads, model_config)
         scored = score_a_file(run, card, args.score_rows) if args.score_rows else None
+        if scored and comparison:
+            service_bulk = comparison["summary"]["figures"]["bulk_binary_rows_per_s"].get(SERVICE, {})
+            scored["service_rows_per_s"] = service_bulk.get("median", 0.0)
         nowait = None if args.no_nowait else no_wait(
             run, payloads, int(model_config["minWorkers"]), d, args.warmup / 4, args.bulk_connections
         )
-    peer = None
-    if not args.no_peer:
-        by_c = {r["connections"]: r for r in single}
-        served_bulk = next(b["rows_per_s"] for b in bulk if b["format"] == "json")
-        peer = fastapi_peer(payloads, d, args.warmup / 4, args.bulk_connections)
-        peer |= {"served_single": by_c.get(64, single[-1])["rps"], "served_bulk": served_bulk}
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": info,
+        "machine": info | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "model_config": {k: v for k, v in model_config.items() if k != "handler"},
         "duration_s": args.duration,
         "single": single,
@@ -427,9 +447,110 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         "cold_start_s": cold,
         "ready_s": ready,
         "memory": mem,
-        "peer": peer,
+        "comparison": comparison,
         "score": scored,
         "nowait": nowait,
+    }
+
+
+# ---------------------------------------------------------------- the peers
+
+
+def service_system(run: Running, payloads: Payloads) -> peers.System:
+    """The service as the peers are measured: its 1,000-row JSON figure with the columnar answer
+    (labels and probabilities: the peers' content), its binary figure .npy both ways."""
+    url = run.predict_url
+    return peers.System(
+        SERVICE,
+        peers.Load(url, payloads.single, JSON_CT),
+        peers.Load(url, payloads.bulk_json, JSON_CT, COLUMNAR_CT),
+        peers.Load(url, payloads.bulk_npy, NPY_CT, NPY_CT),
+        lambda answer: np.asarray(orjson.loads(answer)["probabilities"], dtype=np.float64),
+    )
+
+
+def same_answers(system: peers.System, expected: np.ndarray) -> None:
+    """Its single-row answer holds the in-process model's probabilities (else Unavailable)."""
+    load = system.single
+    accept = COLUMNAR_CT if system.name == SERVICE else ""
+    resp = requests.post(load.url, data=load.body.read_bytes(), timeout=10,
+                         headers={"Content-Type": load.content_type, "Accept": accept or "*/*"})
+    if resp.status_code != 200:
+        raise peers.Unavailable(f"a single-row request answered {resp.status_code}: {resp.text[:200]}")
+    got = system.probabilities(resp.content)
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=0, atol=1e-5):
+        raise peers.Unavailable(f"answered {got.tolist()}, the model in-process {expected.tolist()}")
+
+
+def load_run(load: peers.Load, connections: int, seconds: float, name: str, rows: int) -> LoadResult:
+    return wrk(load.url, connections, seconds, name, load.body, load.content_type, rows, load.accept, load.header)
+
+
+def measure_round(system: peers.System, seconds: float, bulk_connections: int, bulk_rows: int,
+                  ) -> dict[str, float]:
+    """Every figure of one system, back to back."""
+    busy = load_run(system.single, 64, seconds, "single", 1)
+    lone = load_run(system.single, 1, seconds, "lone", 1)
+    bulk_json = load_run(system.bulk_json, bulk_connections, seconds, "bulk-json", bulk_rows)
+    out = {"single_rps": busy.rps, "single_p50_ms": busy.p50_ms, "single_p99_ms": busy.p99_ms,
+           "lone_p50_ms": lone.p50_ms, "bulk_json_rows_per_s": bulk_json.rows_per_s,
+           "errors": float(busy.errors + lone.errors + bulk_json.errors)}
+    if system.bulk_binary is not None:
+        binary = load_run(system.bulk_binary, bulk_connections, seconds, "bulk-binary", bulk_rows)
+        out |= {"bulk_binary_rows_per_s": binary.rows_per_s, "errors": out["errors"] + binary.errors}
+    return out
+
+
+def compare(args: argparse.Namespace, run: Running, card: ModelCard, payloads: Payloads,
+            model_config: dict[str, Any]) -> dict[str, Any]:
+    """The service and each peer up at once (idle while another is measured), each checked to
+    give the in-process model's probabilities, warmed up, then ``args.repeats`` rounds of every
+    figure on every system (the order rotating, so no system always runs first), with the
+    machine's load average before and after."""
+    workers, batch = int(model_config["minWorkers"]), int(model_config["batchSize"])
+    delay = float(model_config["maxBatchDelay"])
+    model_file = torch.jit.load(str(ARTIFACTS / card.model_file), map_location="cpu").eval()
+    with torch.inference_mode():
+        x = torch.tensor(orjson.loads(payloads.single.read_bytes())["instances"], dtype=torch.float32)
+        expected = torch.softmax(model_file(x), dim=1).double().numpy()
+    systems = [service_system(run, payloads)]
+    unavailable: dict[str, str] = {}
+    folder = payloads.single.parent
+    with contextlib.ExitStack() as stack:
+        for key in args.peers:
+            say(f"bench: starting the {key} peer ({workers} workers, batch {batch}, delay {delay:g} ms)")
+            try:
+                if card.runtime != "torchscript":
+                    raise peers.Unavailable(f"the peers serve the TorchScript file; this archive is {card.runtime}")
+                system = stack.enter_context(peers.PEERS[key](payloads, folder, workers, batch, delay))
+                same_answers(system, expected)
+                systems.append(system)
+            except peers.Unavailable as exc:
+                unavailable[key] = str(exc)
+                say(f"bench: {key} peer: not measured: {exc}")
+        for system in systems[1:]:
+            say(f"bench: warming up {system.name}")
+            load_run(system.single, 64, args.warmup / 4, "warm-up", 1)
+            load_run(system.bulk_json, args.bulk_connections, args.warmup / 8, "warm-up", payloads.bulk_rows)
+            if system.bulk_binary is not None:
+                load_run(system.bulk_binary, args.bulk_connections, args.warmup / 8, "warm-up", payloads.bulk_rows)
+        before = [round(v, 2) for v in os.getloadavg()]
+        rounds: list[dict[str, dict[str, float]]] = []
+        for i in range(args.repeats):
+            order = systems[i % len(systems):] + systems[: i % len(systems)]
+            say(f"bench: round {i + 1}/{args.repeats}: " + ", ".join(s.name for s in order))
+            rounds.append({s.name: measure_round(s, args.duration, args.bulk_connections, payloads.bulk_rows)
+                           for s in order})
+        after = [round(v, 2) for v in os.getloadavg()]
+    summary = summarise(rounds)
+    return {
+        "summary": summary,
+        "rounds": rounds,
+        "unavailable": unavailable,
+        "tuning": {s.name: s.tuning for s in systems[1:]},
+        "notes": {s.name: s.why_no_binary for s in systems if s.why_no_binary},
+        "load": {"cpus": os.cpu_count(), "before": before, "after": after},
+        "duration_s": args.duration,
     }
 
 
@@ -511,59 +632,65 @@ def no_wait(run: Running, payloads: Payloads, workers: int, seconds: float, warm
             "lone": lone.to_dict(), "busy": busy.to_dict(), "binary": binary.to_dict(), "json": json_bulk.to_dict()}
 
 
-def fastapi_peer(payloads: Payloads, seconds: float, warmup: float, bulk_connections: int,
-                 workers: int = 2) -> dict[str, Any]:
-    """The FastAPI + uvicorn peer (benchmarks/fastapi_peer.py) on the same model, measured like
-    the served model: single-row JSON at 64 connections and 1000-row JSON at ``bulk_connections``."""
-    (port,) = free_loopback_ports(1)
-    url = f"http://127.0.0.1:{port}/predict"
-    say(f"bench: the FastAPI + uvicorn peer ({workers} workers) on port {port}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_peer:app", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        body = payloads.single.read_bytes()
-        wait_for(lambda: requests.post(url, data=body, headers={"Content-Type": JSON_CT}, timeout=2).ok, 60,
-                 "the FastAPI peer's first answer", interval=0.05, retry_on=(requests.RequestException,))
-        wrk(url, 64, warmup, "warm-up", payloads.single)
-        wrk(url, bulk_connections, warmup / 2, "warm-up", payloads.bulk_json, rows=payloads.bulk_rows)
-        single = wrk(url, 64, seconds, "peer-single", payloads.single)
-        bulk = wrk(url, bulk_connections, seconds, "peer-bulk", payloads.bulk_json, rows=payloads.bulk_rows)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    return {"workers": workers, "peer_single": single.rps, "peer_bulk": bulk.rows_per_s,
-            "peer_single_p99_ms": single.p99_ms, "peer_errors": single.errors + bulk.errors}
-
-
 def plot(results: dict[str, Any], path: Path) -> None:
+    """One PNG, read at a glance: per system, single-row throughput at 64 connections, its p50
+    and p99, a lone request's p50, and 1,000-row JSON and binary rows/s; bars are medians over
+    the rounds, whiskers their range. Without a comparison, the service's latency and throughput
+    against connections."""
     import matplotlib  # noqa: PLC0415 - bench-only dependency (requirements-bench.lock)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    conns = [r["connections"] for r in results["single"]]
-    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
-        lat.plot(conns, [r[key] for r in results["single"]], style, label=f"predict {key[:3]}")
-    lat.plot(conns, [r["p99_ms"] for r in results["ping"]], "^--", color="grey", label="/ping p99")
-    lat.axhline(25, color="red", lw=0.8, ls=":", label="p99 target 25 ms")
-    lat.set(xscale="log", xlabel="connections", ylabel="latency (ms)", title="single-row latency")
-    lat.set_xticks(conns, [str(c) for c in conns])
-    lat.legend(fontsize=8)
-    thr.plot(conns, [r["rps"] for r in results["single"]], "o-", label="single-row predictions")
-    thr.plot(
-        conns, [r["rps"] for r in results["ping"]], "s--", color="grey", label="/ping (frontend ceiling)"
-    )
-    thr.set(xscale="log", xlabel="connections", ylabel="requests/s", title="throughput")
-    thr.set_xticks(conns, [str(c) for c in conns])
-    thr.legend(fontsize=8)
+    comparison = results.get("comparison")
     m = results["machine"]
-    fig.suptitle(f"{results['when']} - {m['cores']} cores, {m['cpu']}", fontsize=9)
+    title = (f"{results['when']}: {m['cores']} cores, load average {m['load_average_at_start']} at the start, "
+             f"{m.get('load_average_at_end')} at the end")
+    if not comparison:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        conns = [r["connections"] for r in results["single"]]
+        ax.plot(conns, [r["rps"] for r in results["single"]], "o-", label="single-row predictions")
+        ax.plot(conns, [r["rps"] for r in results["ping"]], "s--", color="grey", label="/ping")
+        ax.set(xscale="log", xlabel="connections", ylabel="requests/s")
+        ax.legend(fontsize=8)
+        fig.suptitle(title, fontsize=8)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    summary = comparison["summary"]
+    systems = summary["systems"]
+    colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
+
+    def bars(ax: Any, keys: list[tuple[str, str]], ylabel: str, title: str, scale: float = 1.0) -> None:
+        width = 0.8 / len(keys)
+        for k, (key, label) in enumerate(keys):
+            for i, system in enumerate(systems):
+                st = summary["figures"][key].get(system)
+                if not st:
+                    ax.text(i + (k - (len(keys) - 1) / 2) * width, 0, "n/a", ha="center", va="bottom", fontsize=7)
+                    continue
+                med = st["median"] / scale
+                err = [[med - st["min"] / scale], [st["max"] / scale - med]]
+                ax.bar(i + (k - (len(keys) - 1) / 2) * width, med, width, yerr=err, capsize=3,
+                       color=colours[i % len(colours)], alpha=1.0 if k == 0 else 0.55,
+                       hatch="" if k == 0 else "//", label=label if i == 0 else None)
+                ax.text(i + (k - (len(keys) - 1) / 2) * width, med, f"{med:.3g}", ha="center", va="bottom",
+                        fontsize=7)
+        ax.set_xticks(range(len(systems)), [s.replace(" (", "\n(") for s in systems], fontsize=7)
+        ax.set(ylabel=ylabel, title=title)
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    bars(axes[0][0], [("single_rps", "req/s")], "requests/s", "single-row JSON, 64 connections: throughput")
+    bars(axes[0][1], [("single_p50_ms", "p50"), ("single_p99_ms", "p99")], "ms",
+         "single-row JSON, 64 connections: latency (lower is better)")
+    bars(axes[1][0], [("lone_p50_ms", "p50")], "ms", "a lone request (1 connection): p50 (lower is better)")
+    bars(axes[1][1], [("bulk_json_rows_per_s", "1,000-row JSON"), ("bulk_binary_rows_per_s", "1,000-row binary")],
+         "million rows/s", "bulk, 8 connections", scale=1e6)
+    fig.suptitle(f"{title}; medians of {summary['rounds']} rounds, whiskers: min-max", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -662,6 +789,11 @@ def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict
 # ---------------------------------------------------------------- main
 
 
+def peer_goals(results: dict[str, Any]) -> list[Target]:
+    comparison = results.get("comparison")
+    return peer_targets(comparison["summary"], results.get("score")) if comparison else []
+
+
 def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
@@ -670,14 +802,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="benchmarks.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     p.add_argument("--warmup", type=float, default=24.0, help="seconds of uncounted warm-up")
     p.add_argument("--connections", type=ints, default=[1, 16, 64])
     p.add_argument("--bulk-connections", type=int, default=8)
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--note", default="", help="conditions to state with the results")
     p.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
-    p.add_argument("--no-peer", action="store_true", help="skip the FastAPI + uvicorn peer")
+    p.add_argument("--no-peer", action="store_true", help="skip the peers (FastAPI, LitServe, Triton)")
+    p.add_argument("--peers", type=lambda t: t.split(","), default=list(peers.PEERS),
+                   help=f"which peers, comma-separated (default {','.join(peers.PEERS)})")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of every figure on every system")
+    p.add_argument("--quick", action="store_true",
+                   help="one short round of everything (2 s per figure, short warm-up, 20k-row CSV, no delay-0 run)")
     p.add_argument("--no-nowait", action="store_true",
                    help="skip the same .mar registered with maxBatchDelay 0 (lone request and bulk)")
     p.add_argument("--score-rows", type=int, default=1_000_000,
@@ -690,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-duration", type=float, default=5.0)
     p.add_argument("--p99-budget", type=float, default=25.0, help="ms, for the sweep's verdict")
     args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.repeats, args.connections = 2.0, 4.0, 1, [1, 64]
+        args.score_rows, args.no_nowait = min(args.score_rows, 20_000), True
     ensure_wrk()
     card = ModelCard.load(ARTIFACTS / METADATA_FILE)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -703,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
             print(table)
             return 0
         results = full_run(args, card, payloads)
-    table = markdown(results)
+    table = markdown(results) + compare_markdown(results)
     (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "latest.md").write_text(table)
     plot(results, args.out / "latest.png")
@@ -711,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
         update_readme(HERE / "README.md", table, results)
     print(table)
     print(f"results: {args.out}/latest.json, latest.md, latest.png")
-    missed = [t for t in targets(results) if not t.met]
+    missed = [t for t in targets(results) + peer_goals(results) if not t.met]
     if missed:
         print("targets missed: " + "; ".join(f"{t.what} {t.value} (goal {t.goal})" for t in missed))
     return 0

@@ -1,49 +1,39 @@
-"""The FastAPI + uvicorn peer of ``make bench``: the same scripted model served the way a
-team would write it without TorchServe, to put the project's numbers beside a common
-alternative measured in the same run.
+"""The lean FastAPI peer of ``make bench``: what a careful team writes without TorchServe.
 
-    uvicorn benchmarks.fastapi_peer:app --workers 2     # PEER_MODEL=artifacts/model.pt
+    uvicorn benchmarks.fastapi_peer:app --workers 2 --loop uvloop --http httptools
 
-A pydantic request model (rows of numbers), one forward pass per request with one torch
-thread per worker (as the project's workers), the row answer encoded by orjson. No
-batching, no validation beyond pydantic's, no metrics: the peer is a floor, not a product.
+One ``async def`` endpoint reading the raw body: orjson in and out, numpy straight from the
+parsed lists (no pydantic model, no validation per number), the model called in the event
+loop (a forward pass of a small model is shorter than a thread hop), one torch thread per
+uvicorn worker. ``application/x-npy`` bodies are read with numpy and answered as .npy when
+asked (``Accept: application/x-npy``), else labels and probabilities as JSON. No batching:
+FastAPI has none of its own; each worker answers one request at a time.
 """
 
 from __future__ import annotations
 
-import os
+import orjson
+from fastapi import FastAPI, Request, Response
 
-import torch
-from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
-from pydantic import BaseModel
+from benchmarks.peer_model import NPY, PeerModel, npy_bytes, npy_load, rows
 
-from handlers.model_card import METADATA_FILE, ModelCard
-from servectl.settings import REPO
-
-torch.set_num_threads(1)
-ARTIFACTS = REPO / "artifacts"
-CARD = ModelCard.load(ARTIFACTS / METADATA_FILE)
-MODEL = torch.jit.load(os.environ.get("PEER_MODEL", str(ARTIFACTS / CARD.model_file)), map_location="cpu").eval()
-NAMES = CARD.class_names
-
-app = FastAPI(default_response_class=ORJSONResponse)
-
-
-class Rows(BaseModel):
-    instances: list[list[float]]
+MODEL = PeerModel()
+app = FastAPI()
+JSON = "application/json"
 
 
 @app.post("/predict")
-def predict(body: Rows) -> ORJSONResponse:
-    with torch.inference_mode():
-        probabilities = torch.softmax(MODEL(torch.tensor(body.instances, dtype=torch.float32)), dim=1)
-    ids = probabilities.argmax(dim=1).tolist()
-    return ORJSONResponse({
-        "model_name": CARD.model_name,
-        "model_version": CARD.version,
-        "predictions": [
-            {"label": NAMES[c], "class_id": c, "probabilities": dict(zip(NAMES, row))}
-            for c, row in zip(ids, probabilities.tolist())
-        ],
-    })
+async def predict(request: Request) -> Response:
+    body = await request.body()
+    try:
+        if request.headers.get("content-type", "").startswith(NPY):
+            x = npy_load(body)
+        else:
+            x = rows(orjson.loads(body)["instances"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return Response(orjson.dumps({"code": 400, "message": str(exc)}), 400, media_type=JSON)
+    p = MODEL.probabilities(x)
+    if request.headers.get("accept", "").startswith(NPY):
+        return Response(npy_bytes(p), media_type=NPY)
+    doc = MODEL.head | {"labels": MODEL.labels(p), "probabilities": p}
+    return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)

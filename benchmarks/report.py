@@ -165,12 +165,6 @@ def targets(results: dict[str, Any]) -> list[Target]:
             what, goal = goals[bulk["format"]]
             rows = bulk["rows_per_s"]
             out.append(Target(what, f"{fmt_num(rows)} rows/s", f">= {fmt_num(goal)}", rows >= goal))
-    peer = results.get("peer")
-    if peer:
-        for key, what, goal in (("single", "single-row", 8.0), ("bulk", "1000-row JSON", 5.0)):
-            r = ratio(peer[f"served_{key}"], peer[f"peer_{key}"]) or 0.0
-            out.append(Target(f"vs FastAPI + uvicorn peer, {what}", times(peer[f"served_{key}"], peer[f"peer_{key}"]),
-                              f">= {goal:.1f}x", r >= goal))
     if results.get("memory"):
         total = sum(p["rss_mib"] for p in results["memory"])
         out.append(Target("resident memory, whole service", f"{total:.0f} MiB", f"<= {MEMORY_GOAL_MIB} MiB",
@@ -225,26 +219,9 @@ BULK_LABELS = {
 }
 
 
-def times(value: float, reference: float) -> str:
-    r = ratio(value, reference)
-    return "n/a" if r is None else f"{r:.1f}x"
-
-
 def peer_markdown(results: dict[str, Any]) -> list[str]:
-    """The FastAPI peer and the client's file scoring, when the run measured them."""
+    """The client's file scoring, when the run measured it (the peers: benchmarks/compare.py)."""
     lines: list[str] = []
-    peer = results.get("peer")
-    if peer:
-        lines += [
-            "",
-            f"| same model, same run | TorchServe (this project) | FastAPI + uvicorn peer ({peer['workers']} workers) "
-            "| ratio |",
-            "| --- | ---: | ---: | ---: |",
-            f"| single-row JSON, 64 connections, req/s | {fmt_num(peer['served_single'])} "
-            f"| {fmt_num(peer['peer_single'])} | {times(peer['served_single'], peer['peer_single'])} |",
-            f"| 1000-row JSON, 8 connections, rows/s | {fmt_num(peer['served_bulk'])} "
-            f"| {fmt_num(peer['peer_bulk'])} | {times(peer['served_bulk'], peer['peer_bulk'])} |",
-        ]
     score = results.get("score")
     if score:
         lines += [

@@ -1,4 +1,4 @@
-"""Soak: the load mix of benchmarks/loadmix.py for minutes against a fresh TorchServe of its
+"""Soak: the load mix of tests/support/loadmix.py for minutes against a fresh TorchServe of its
 own (free loopback ports, a temp run dir, always stopped), reporting per minute the errors
 and latency percentiles, and the resident memory and open file descriptors of the frontend
 and each worker at the start and the end.
@@ -25,9 +25,9 @@ from typing import Any
 
 import psutil
 
-from benchmarks.loadmix import Mix, Report, reference, run
 from servectl import server
 from servectl.settings import REPO, ServeSettings, free_loopback_ports
+from tests.support.loadmix import Mix, Report, reference, run
 
 
 def processes(settings: ServeSettings) -> dict[str, psutil.Process]:

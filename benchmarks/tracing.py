@@ -100,7 +100,7 @@ def main() -> int:
         print(f"load average before: {fh.read().split()[:3]}; {os.cpu_count()} CPUs")
     tmp = Path(tempfile.mkdtemp())
     # the receiver in a process of its own, as a collector would be
-    receiver = subprocess.Popen([sys.executable, "-m", "benchmarks.otlp_receiver"], cwd=REPO, text=True,
+    receiver = subprocess.Popen([sys.executable, "-m", "tests.support.otlp_receiver"], cwd=REPO, text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
     assert receiver.stdout is not None
     try:

@@ -2,6 +2,7 @@
 --   wrk ... -s wrk.lua URL                       GET (TorchServe's /ping)
 --   wrk ... -s wrk.lua URL -- BODY_FILE CTYPE    POST the file's bytes with that Content-Type
 --   wrk ... -s wrk.lua URL -- BODY_FILE CTYPE ACCEPT   ... and that Accept header (bulk answers)
+--   wrk ... -s wrk.lua URL -- BODY_FILE CTYPE ACCEPT "Name: value"   ... and one more header
 -- done() prints one machine-readable line (WRKJSON {...}); latencies in microseconds.
 
 local req = nil
@@ -15,6 +16,10 @@ function init(args)
     wrk.headers["Content-Type"] = args[2] or "application/json"
     if args[3] ~= nil and args[3] ~= "" then
       wrk.headers["Accept"] = args[3]
+    end
+    if args[4] ~= nil and args[4] ~= "" then
+      local name, value = args[4]:match("^([^:]+):%s*(.*)$")
+      wrk.headers[name] = value
     end
   end
   req = wrk.format()

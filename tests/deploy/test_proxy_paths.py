@@ -10,10 +10,8 @@ import json
 import re
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -23,6 +21,7 @@ from servectl.settings import Endpoint, ServeSettings
 from servectl.waiting import wait_for
 from tests.conftest import free_ports
 from tests.deploy.conftest import nginx_cmd, render_nginx
+from tests.support.http_stub import StubHandler, stub_server
 
 MODEL = "tabular_classifier"
 DESCRIBE_HEADERS = [{"describe": "True"}, {"Describe": "True"}, {"DESCRIBE": "1"}]
@@ -31,34 +30,23 @@ PINNED = [f"/predictions/{MODEL}/1.1", f"/predictions/{MODEL}/1.1/", f"/predicti
 UNPINNED = [f"/predictions/{MODEL}", f"/v2/models/{MODEL}/infer"]
 
 
-class Recorder(BaseHTTPRequestHandler):
+class Recorder(StubHandler):
     """Answers every POST 200 and keeps (path, headers) of what reached it."""
 
     seen: list[tuple[str, dict[str, str]]] = []
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         self.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_body(200, b'{"ok": true}')
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[int, list[tuple[str, dict[str, str]]]]]:
     seen: list[tuple[str, dict[str, str]]] = []
     handler = type("R", (Recorder,), {"seen": seen})
-    httpd = ThreadingHTTPServer(("127.0.0.1", free_ports(1)[0]), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_port, seen
-    httpd.shutdown()
+    with stub_server(handler, free_ports(1)[0]) as httpd:
+        yield httpd.server_port, seen
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import numpy as np
 import requests
 import torch
 
-from benchmarks.lifecycle import probabilities
-from benchmarks.loadmix import Mix, Report, run
 from handlers.model_card import METADATA_FILE, ModelCard
 from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL
+from tests.support.lifecycle import probabilities
+from tests.support.loadmix import Mix, Report, run
 
 
 def make(repo: Path, *args: str, timeout: float = 300) -> str:

@@ -12,13 +12,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from client import Client, ClientConfig, PredictionError
 from client.score import ScoreError, Scorer
 from tests.conftest import REPO
+from tests.support.http_stub import StubHandler, stub_server
 
 # what TorchServe answers, by the last path segment (the "version" the client pins)
 ANSWERS = {
@@ -30,40 +30,27 @@ ANSWERS = {
 SLOW_S = 1.0  # the "slow" path answers after this long
 
 
-class Counting(BaseHTTPRequestHandler):
+class Counting(StubHandler):
     hits: list[str] = []
     lock = threading.Lock()
 
     def do_POST(self) -> None:
         with Counting.lock:
             Counting.hits.append(self.path.rsplit("/", 1)[-1])
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         name = self.path.rsplit("/", 1)[-1]
         if name == "slow":
             time.sleep(SLOW_S)
             name = "busy"
         status, type_, message = ANSWERS[name]
-        data = json.dumps({"code": status, "type": type_, "message": message}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_body(status, json.dumps({"code": status, "type": type_, "message": message}).encode())
 
 
 @pytest.fixture
 def counting() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Counting)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     Counting.hits = []
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with stub_server(Counting) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def config(url: str, version: str, **kwargs: float) -> ClientConfig:

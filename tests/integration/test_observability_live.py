@@ -18,12 +18,12 @@ import requests
 import torch
 import yaml
 
-from benchmarks.otlp_receiver import Receiver
 from handlers.observability import prediction_log
 from model import archive
 from model.data import load_csv
 from tests.conftest import ANSWER_TIMEOUT, ARTIFACTS, REPO
 from tests.reliability.conftest import own_server
+from tests.support.otlp_receiver import Receiver
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.loadmix import Mix
 from servectl import digests, server
 from servectl.settings import ServeSettings
 from tests.conftest import free_ports
 from tests.integration.conftest import frontend_metric, workers
+from tests.support.loadmix import Mix
 
 __all__ = ["frontend_metric", "own_server", "repacked_mar", "workers"]
 

@@ -15,12 +15,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 import pytest
 import requests
 
-from benchmarks.loadmix import Result, run
 from servectl import server
 from servectl.waiting import wait_for
 from tests.conftest import MODEL_CONFIG, REPO
 from tests.integration.conftest import frontend_metric
 from tests.reliability.conftest import own_server, repacked_mar, workers
+from tests.support.loadmix import Result, run
 
 RESPONSE_TIMEOUT = MODEL_CONFIG.response_timeout_s
 # A dead worker is restarted after TorchServe's back-off (1 s, then growing) and has

@@ -19,8 +19,6 @@ import requests
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.lifecycle import StepReport, lifecycle_server, probabilities, under_load
-from benchmarks.loadmix import Mix
 from client.api import Client, ClientConfig
 from handlers.metric_names import PREFIX
 from handlers.model_card import METADATA_FILE, ModelCard
@@ -32,6 +30,8 @@ from servectl.settings import Endpoint, ServeSettings
 from servectl.watcher import WatchConfig, watch
 from tests.conftest import PROBABILITY_ATOL, REPO, free_ports
 from tests.reliability.conftest import repacked_mar
+from tests.support.lifecycle import StepReport, lifecycle_server, probabilities, under_load
+from tests.support.loadmix import Mix
 
 SETTLE = 1.5  # seconds of load before and after each step
 CANARY_PERCENT = 30.0

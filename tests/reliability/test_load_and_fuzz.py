@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import requests
 
-from benchmarks.loadmix import Result, run
 from tests.conftest import ANSWER_TIMEOUT, MODEL_CONFIG
 from tests.reliability.conftest import frontend_metric, workers
+from tests.support.loadmix import Result, run
 
 LOAD_SECONDS = 30  # at least; then until the counts below are reached, however fast the machine
 MIN_VALID, MIN_INVALID = 500, 200  # answers of each kind the load must include

@@ -1,6 +1,6 @@
 """handlers/observability without a server: request IDs, settings, JSON log lines, the
 prediction log (bounded, failures counted, read back by make train's CSV loader) and spans
-exported to a real OTLP/HTTP receiver (benchmarks/otlp_receiver.py)."""
+exported to a real OTLP/HTTP receiver (tests/support/otlp_receiver.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.otlp_receiver import Receiver
 from handlers.observability import logs, prediction_log, tracing
 from handlers.observability.observer import Observer
 from handlers.observability.request_id import is_valid, request_id
 from handlers.settings import ObservabilitySettings, PredictionLogSettings, SettingsError, checked
 from model.data import load_csv
 from tests.conftest import REPO
+from tests.support.otlp_receiver import Receiver
 
 SHIPPED = yaml.safe_load((REPO / "serve_config/model-config.yaml").read_text())["handler"]["observability"]
 FEATURES = [f"f{i}" for i in range(1, 4)]

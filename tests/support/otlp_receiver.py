@@ -1,5 +1,5 @@
-"""A real OTLP/HTTP trace receiver for the tests and benchmarks/tracing.py: the stdlib's HTTP server on a free loopback
-port decoding each POST to /v1/traces with the opentelemetry-proto messages, as a collector
+"""A real OTLP/HTTP trace receiver for the tests and benchmarks/tracing.py: the stdlib's HTTP server on a free
+loopback port decoding each POST to /v1/traces with the opentelemetry-proto messages, as a collector
 would, and answering the protobuf ExportTraceServiceResponse. (No collector binary installs
 from the package registries here; the protocol is these two messages over HTTP.)"""
 
@@ -8,13 +8,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from tests.support.http_stub import StubHandler
 
 PATH = "/v1/traces"
 
@@ -46,22 +48,14 @@ class Receiver:
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(StubHandler):
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                body = self.read_body()
                 if self.path != PATH:
                     self.send_error(404)
                     return
                 receiver.add(ExportTraceServiceRequest.FromString(body))
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
+                self.send_body(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -1,0 +1,78 @@
+"""The peer comparison's pure parts (benchmarks/compare.py): medians and spreads over rounds, in-round
+ratios, the goals against the strongest peer, the tables. Structure and arithmetic, not speed."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.compare import SERVICE, compare_markdown, peer_targets, summarise
+
+pytestmark = pytest.mark.unit
+
+
+def figures(rps: float, lone: float, json_rows: float, binary: float | None = None) -> dict[str, float]:
+    out = {"single_rps": rps, "single_p50_ms": 64 / rps * 1000, "single_p99_ms": 128 / rps * 1000,
+           "lone_p50_ms": lone, "bulk_json_rows_per_s": json_rows}
+    return out if binary is None else out | {"bulk_binary_rows_per_s": binary}
+
+
+ROUNDS = [
+    {SERVICE: figures(10_000, 2.0, 500_000, 2e6), "FastAPI": figures(3_000, 0.2, 300_000, 1e6),
+     "LitServe": figures(2_000, 1.5, 250_000)},
+    {SERVICE: figures(8_000, 1.8, 400_000, 1.6e6), "FastAPI": figures(4_000, 0.1, 200_000, 2e6),
+     "LitServe": figures(2_000, 1.2, 200_000)},
+    {SERVICE: figures(9_000, 1.9, 450_000, 1.8e6), "FastAPI": figures(3_000, 0.3, 300_000, 1.2e6),
+     "LitServe": figures(3_000, 1.0, 150_000)},
+]
+
+
+def test_each_figure_is_the_median_of_the_rounds_with_its_range():
+    s = summarise(ROUNDS)
+    assert s["systems"] == [SERVICE, "FastAPI", "LitServe"] and s["rounds"] == 3
+    single = s["figures"]["single_rps"][SERVICE]
+    assert (single["median"], single["min"], single["max"]) == (9_000, 8_000, 10_000)
+    assert s["figures"]["bulk_binary_rows_per_s"]["LitServe"] == {}  # not measured, not faked
+
+
+def test_ratios_are_taken_inside_each_round_then_their_median():
+    s = summarise(ROUNDS)
+    r = s["ratios"]["single_rps"]["FastAPI"]
+    assert r["runs"] == [10_000 / 3_000, 8_000 / 4_000, 9_000 / 3_000]
+    assert r["median"] == pytest.approx(3.0) and r["min"] == pytest.approx(2.0)
+    assert s["ratios"]["bulk_binary_rows_per_s"]["LitServe"] == {}
+
+
+def test_the_goals_are_judged_against_the_strongest_peer_of_each_figure():
+    goals = {t.what: t for t in peer_targets(summarise(ROUNDS))}
+    assert goals["single-row throughput @64 vs the fastest peer"].met
+    lone = goals["lone-request p50 vs the fastest peer's"]
+    assert not lone.met and "FastAPI" in lone.value  # 1.9 ms against 0.2 ms: 9.5x
+    binary = goals["bulk binary vs the fastest peer"]
+    assert "FastAPI" in binary.value and binary.met  # ratios 2.0, 0.8, 1.5: median 1.5
+
+
+def test_the_client_rate_is_judged_against_the_services_bulk_binary_rate():
+    goals = {t.what: t for t in peer_targets(summarise(ROUNDS), {"rows_per_s": 900_000, "service_rows_per_s": 1e6})}
+    t = goals["client score (1M-row CSV) vs the service's bulk binary rate"]
+    assert (t.value, t.met) == ("90%", True)
+
+
+def test_the_section_names_every_system_the_load_and_each_peer_left_out():
+    comparison = {"summary": summarise(ROUNDS), "unavailable": {"triton": "build/triton-venv is not installed"},
+                  "tuning": {"FastAPI": "2 workers"}, "notes": {"LitServe": "no .npy path"},
+                  "load": {"cpus": 2, "before": [1.0, 1.0, 1.0], "after": [2.0, 1.0, 1.0]}}
+    text = compare_markdown({"comparison": comparison, "single": [], "ping": []})
+    assert f"| figure | {SERVICE} | FastAPI | LitServe |" in text
+    assert "| single-row JSON, 64 connections (req/s) | 9,000 (8,000-10k) |" in text
+    assert "triton: not measured: build/triton-venv is not installed" in text
+    assert "2 CPUs, load average [1.0, 1.0, 1.0] before, [2.0, 1.0, 1.0] after" in text
+    assert "| lone-request p50 vs the fastest peer's |" in text and "**no**" in text
+
+
+def test_the_time_split_comes_from_the_services_own_counters():
+    results = {"comparison": None,
+               "ping": [{"connections": 1, "p50_ms": 0.05}],
+               "single": [{"connections": 1, "p50_ms": 1.8, "ts_inference_ms": 1.7, "ts_queue_ms": 1.1,
+                           "handler_ms_per_batch": 0.15, "requests_per_batch": 1.0}]}
+    text = compare_markdown(results)
+    assert "| 1 connections | 1.80 | 0.05 | 1.70 | 1.10 | 0.150 | 0.45 | 1 |" in text
