@@ -30,8 +30,8 @@ from handlers.contract import (
     Responder,
     answer_format,
     encode,
-    parse_request,
     unsupported,
+    v2_binary,
 )
 from handlers.contract.envelopes import (
     enveloped_error,
@@ -124,7 +124,7 @@ class TabularHandler(BaseHandler):
                 continue
             try:
                 body, content_type = request_body(request, context, idx)
-                p = parse_request(body, content_type, self.schema)
+                p = v2_binary.parse(body, content_type, self.schema, header(context, idx, v2_binary.HEADER))
                 if idx in explaining:  # only an explanation reads the request's headers (its options)
                     parsed.append(self.explanation_request(p, context.get_all_request_header(idx), body, content_type))
                 else:
@@ -169,8 +169,10 @@ class TabularHandler(BaseHandler):
                 batch.answered(idx, 200)
             elif isinstance(p, Parsed):
                 fmt = answer_format(header(context, idx, "Accept"))
-                body, content_type = self.responder.render(p, next(it), fmt)
+                body, content_type, headers = v2_binary.render(self.responder, p, next(it), fmt)
                 context.set_response_content_type(idx, content_type)
+                for name, value in headers.items():  # the binary answer's Inference-Header-Content-Length
+                    context.set_response_header(idx, name, value)
                 if fmt == ARRAY:
                     context.set_response_header(idx, "X-Class-Names", self.responder.class_names_header)
                 responses.append(body)

@@ -20,6 +20,7 @@ import orjson
 import torch
 
 from handlers.contract.dispatch import JSON, NPY
+from handlers.contract.v2 import V2_OUTPUTS
 from handlers.contract.validation import Parsed
 
 COLUMNAR = "application/vnd.tabular.columnar+json"
@@ -28,6 +29,8 @@ ROWS, COLUMNS, ARRAY = "rows", "columnar", "npy"
 # from this many rows the row answer is laid out in an object array (its set-up costs ~2 us)
 _OBJECT_ARRAY_ROWS = 16
 _ACCEPTED_ANSWERS = {NPY: ARRAY, "application/npy": ARRAY, COLUMNAR: COLUMNS}
+# the v2 answer's outputs, named once (handlers.contract.v2 checks requested names against them)
+PROBABILITIES, LABEL, CLASS_ID = V2_OUTPUTS
 
 
 def answer_format(accept: str | None) -> str:
@@ -152,19 +155,19 @@ class Responder:
             "model_version": self.model_version,
             "outputs": [
                 {
-                    "name": "probabilities",
+                    "name": PROBABILITIES,
                     "shape": [n, c],
                     "datatype": "FP32",
                     "data": probabilities.numpy().ravel(),
                     "parameters": {"class_names": list(self.class_names)},
                 },
                 {
-                    "name": "label",
+                    "name": LABEL,
                     "shape": [n],
                     "datatype": "BYTES",
                     "data": [self.class_names[i] for i in class_ids],
                 },
-                {"name": "class_id", "shape": [n], "datatype": "INT64", "data": class_ids},
+                {"name": CLASS_ID, "shape": [n], "datatype": "INT64", "data": class_ids},
             ],
         }
         if parsed.request_id is not None:

@@ -195,15 +195,15 @@ def test_all_bad_batch_still_answers_each_request(worker):
 
 def test_an_unexpected_error_fails_only_its_own_request(worker, rows, monkeypatch):
     """A handler bug on one body (simulated) must not cost the rest of the batch its answers."""
-    handler_module = sys.modules["tabular_handler"]
-    real = handler_module.parse_request
+    parsers = sys.modules["tabular_handler"].v2_binary  # the handler's parse(): any format, binary v2 too
+    real = parsers.parse
 
-    def fragile(body, content_type, schema):
+    def fragile(body, content_type, schema, header_length):
         if body == b"boom":
             raise ZeroDivisionError("simulated bug")
-        return real(body, content_type, schema)
+        return real(body, content_type, schema, header_length)
 
-    monkeypatch.setattr(handler_module, "parse_request", fragile)
+    monkeypatch.setattr(parsers, "parse", fragile)
     good = {"instances": rows[:1].tolist()}
     answers = predict(worker, good, b"boom", good)
     assert [a.status for a in answers] == [200, 500, 200]
