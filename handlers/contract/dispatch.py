@@ -19,6 +19,7 @@ from handlers.contract.instances import rows_from_instances
 from handlers.contract.limits import bounded_csv, check_json_size
 from handlers.contract.npy_rows import rows_from_npy
 from handlers.contract.v2 import parse_v2
+from handlers.contract.v2_binary import BINARY, HEADER, parse_binary
 from handlers.contract.validation import Parsed, RequestError, Schema, _kind, bad
 
 JSON = "application/json"
@@ -39,8 +40,11 @@ def no_headers(name: str) -> str | None:
 
 
 def parse_request(body: Any, content_type: str | None, schema: Schema, header: Header = no_headers) -> Parsed:
-    """Dispatch on the content type. ``body`` is bytes, str, or JSON TorchServe decoded."""
-    kind = media_type(content_type)
+    """Dispatch on the content type. ``body`` is bytes, str, or JSON TorchServe decoded.
+
+    The binary v2 form is named by its framing header whatever the content type:
+    tritonclient sends none."""
+    kind = BINARY if header(HEADER) is not None else media_type(content_type)
     decoder = DECODERS.get(kind)
     if decoder is None:
         if not kind.endswith("+json"):
@@ -61,8 +65,15 @@ def _npy(body: Any, schema: Schema, header: Header) -> Parsed:
     return Parsed(rows_from_npy(_bytes(body), schema))
 
 
+def _binary(body: Any, schema: Schema, header: Header) -> Parsed:
+    length = header(HEADER)
+    if length is None:
+        raise bad("invalid_header", f"{BINARY}: the v2 binary form needs an {HEADER} header (the JSON header's bytes)")
+    return parse_binary(body, length, schema)
+
+
 # The request formats by media type (any other ``+json`` type reads as JSON).
-DECODERS: dict[str, Decoder] = {JSON: _json, CSV: _csv, NPY: _npy, "application/npy": _npy}
+DECODERS: dict[str, Decoder] = {JSON: _json, CSV: _csv, NPY: _npy, "application/npy": _npy, BINARY: _binary}
 
 
 def unsupported(content_type: str | None) -> RequestError:

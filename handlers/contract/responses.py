@@ -21,6 +21,8 @@ import orjson
 import torch
 
 from handlers.contract.dispatch import JSON, NPY
+from handlers.contract.v2 import V2_OUTPUTS, V2Parsed
+from handlers.contract.v2_binary import BINARY, HEADER, tensor_bytes
 from handlers.contract.validation import Parsed
 
 COLUMNAR = "application/vnd.tabular.columnar+json"
@@ -32,6 +34,8 @@ _ACCEPTED_ANSWERS = {NPY: ARRAY, "application/npy": ARRAY, COLUMNAR: COLUMNS}
 # an answer: its bytes, its content type and the headers it needs beside them
 Encoded = tuple[bytes, str, Mapping[str, str]]
 NO_HEADERS: Mapping[str, str] = {}
+# the v2 answer's outputs, named once (handlers.contract.v2 checks requested names against them)
+PROBABILITIES, LABEL, CLASS_ID = V2_OUTPUTS
 
 
 def answer_format(accept: str | None) -> str:
@@ -156,19 +160,19 @@ class Responder:
             "model_version": self.model_version,
             "outputs": [
                 {
-                    "name": "probabilities",
+                    "name": PROBABILITIES,
                     "shape": [n, c],
                     "datatype": "FP32",
                     "data": probabilities.numpy().ravel(),
                     "parameters": {"class_names": list(self.class_names)},
                 },
                 {
-                    "name": "label",
+                    "name": LABEL,
                     "shape": [n],
                     "datatype": "BYTES",
                     "data": [self.class_names[i] for i in class_ids],
                 },
-                {"name": "class_id", "shape": [n], "datatype": "INT64", "data": class_ids},
+                {"name": CLASS_ID, "shape": [n], "datatype": "INT64", "data": class_ids},
             ],
         }
         if parsed.request_id is not None:
@@ -208,7 +212,24 @@ def _columnar_answer(responder: Responder, parsed: Parsed, probabilities: torch.
 
 
 def _v2_answer(responder: Responder, parsed: Parsed, probabilities: torch.Tensor) -> Encoded:
-    return encode(responder.body(parsed, probabilities)), JSON, NO_HEADERS
+    """The v2 answer with only the outputs asked for, the binary ones as raw bytes after the
+    JSON (with the ``Inference-Header-Content-Length`` header: handlers.contract.v2_binary)."""
+    doc = responder.body(parsed, probabilities)
+    if not isinstance(parsed, V2Parsed) or (parsed.outputs is None and not parsed.binary):
+        return encode(doc), JSON, NO_HEADERS
+    if parsed.outputs is not None:
+        by_name = {o["name"]: o for o in doc["outputs"]}
+        doc["outputs"] = [by_name[name] for name in parsed.outputs]
+    chunks = []
+    for output in doc["outputs"]:
+        if output["name"] in parsed.binary:
+            chunk = tensor_bytes(output.pop("data"), output["datatype"])
+            output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(chunk)}
+            chunks.append(chunk)
+    head = encode(doc)
+    if not chunks:
+        return head, JSON, NO_HEADERS
+    return b"".join([head, *chunks]), BINARY, {HEADER: str(len(head))}
 
 
 def _rows_answer(responder: Responder, parsed: Parsed, probabilities: torch.Tensor) -> Encoded:
