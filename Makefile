@@ -85,7 +85,7 @@ artifacts/checkpoint.pt: $(VENV)/.installed build/train.params model/data.py mod
 	$(PY) -m model.train $(TRAIN_ARGS)
 	printf 'SEED ?= %s\n' '$(SEED)' > build/last-build.mk
 
-artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py model/variants.py handlers/model_card.py handlers/runtimes.py
+artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py model/variants.py common/model_card.py handlers/runtimes.py
 	$(PY) -m model.export --name $(NAME) --version $(VERSION) --variant $(VARIANT)
 
 archive: $(MAR) ## export as VARIANT (torchscript, int8, onnx, export); package NAME.mar and NAME-VERSION.mar beside the other versions (VERSION=x.y)
@@ -93,7 +93,7 @@ archive: $(MAR) ## export as VARIANT (torchscript, int8, onnx, export); package 
 # model.archive also records each archive's sha256 beside the store (servectl.digests): a missing
 # record rebuilds the archive, since servectl refuses an archive without one
 archive serve serve-bg test bench bench-sweep bench-lifecycle soak: model_store.sha256
-$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/digests.py $(wildcard handlers/*.py handlers/*/*.py) serve_config/model-config.yaml
+$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/digests.py $(wildcard handlers/*.py handlers/*/*.py common/*.py) serve_config/model-config.yaml
 	$(PY) -m model.archive $(if $(FORCE),--force)
 	printf 'SEED ?= %s\nVERSION ?= %s\n' '$(SEED)' '$(VERSION)' > build/last-build.mk
 
@@ -278,11 +278,11 @@ test-spark: $(MAR) $(SPARK_TOOLS) ## the Spark tier: offline.spark on local[2] a
 	$(PY) -m pytest tests/spark -m spark $(PYTEST_ARGS)
 
 # spark-submit --py-files: the modules the driver and the executors import (README "Scoring on Spark")
-spark-modules: build/spark/modules.zip ## zip handlers/, offline/ and servectl/ for spark-submit --py-files
+spark-modules: build/spark/modules.zip ## zip common/, handlers/, offline/ and servectl/ for spark-submit --py-files
 
-build/spark/modules.zip: $(wildcard handlers/*.py handlers/*/*.py offline/*.py servectl/*.py)
+build/spark/modules.zip: $(wildcard common/*.py handlers/*.py handlers/*/*.py offline/*.py servectl/*.py)
 	@mkdir -p $(@D) && rm -f $@
-	$(PY) -m zipfile -c $@ handlers offline servectl
+	$(PY) -m zipfile -c $@ common handlers offline servectl
 
 # rows/s of offline.spark beside client score and in-process, in one run (benchmarks/spark_bench.py)
 .PHONY: bench-spark

@@ -47,9 +47,9 @@ from benchmarks.report import (
     ts_counters,
     ts_split,
 )
+from common.model_card import METADATA_FILE, ModelCard
 from handlers import runtimes
 from handlers.contract import Responder, Schema, parse_request
-from handlers.model_card import METADATA_FILE, ModelCard
 from servectl import server
 from servectl.settings import REPO, ServeSettings, free_loopback_ports
 from servectl.waiting import WaitTimeout, wait_for

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from servectl.settings import REPO
 
 torch.set_num_threads(1)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks.loadmix import Mix, Report, run
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from model import archive, export, train
 from model.data import make_synthetic
 from servectl import canary, digests, lifecycle, model_config, server

@@ -43,7 +43,7 @@ from benchmarks.bench import (
     serving,
     wrk,
 )
-from handlers.model_card import VARIANTS, ModelCard
+from common.model_card import VARIANTS, ModelCard
 from model import archive, export, variants
 from model.report import REPORT_FILES
 from servectl.settings import REPO

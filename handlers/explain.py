@@ -33,9 +33,9 @@ from typing import Any, NoReturn
 import orjson
 import torch
 
+from common.model_card import ModelCard
 from handlers.contract import FLOAT32_MAX, JSON, Parsed, RequestError, Schema, media_type
 from handlers.contract.validation import _checked
-from handlers.model_card import ModelCard
 
 HEADER = "explain"
 # options for any body format (TorchServe 0.12 forwards no query string to the handler)

@@ -12,8 +12,8 @@ default build, and back). Each file is written beside its place and renamed over
 (TorchServe registering it) never sees half an archive, and its sha256 is recorded outside the
 store (``servectl.digests``), where servectl checks it before TorchServe runs the archive's code.
 The test split goes into the archive too: a rollout's pre-flight checks the served accuracy on
-it. The ``handlers`` folder goes into the archive as a package, so the handler imports its
-helpers the same way in the repo and inside TorchServe.
+it. The ``handlers`` and ``common`` folders go into the archive as packages, so the handler imports
+its helpers the same way in the repo and inside TorchServe.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from pathlib import Path
 
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from model.train import ARTIFACTS
 from servectl import digests
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "handlers" / "tabular_handler.py"
+COMMON = REPO / "common"
 MODEL_CONFIG = REPO / "serve_config" / "model-config.yaml"
 MODEL_STORE = Path("model_store")
 BUILD = Path("build/archive")
@@ -111,7 +112,8 @@ def archive(
         check_version_is_free(card, versioned, artifacts / card.model_file)
     extra = build / "extra"
     shutil.rmtree(build, ignore_errors=True)
-    shutil.copytree(HANDLER.parent, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in (HANDLER.parent, COMMON):  # the handler imports common/ (model card, load status)
+        shutil.copytree(package, extra / package.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(artifacts / METADATA_FILE, extra / METADATA_FILE)
     for name in card.references:  # the training report, so a served model shows how it was made
         shutil.copy2(artifacts / name, extra / name)

@@ -33,10 +33,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from common.model_card import ModelCard, ModelCardError
 from handlers.contract import RequestError, Schema, rows_from_csv
 from handlers.contract.columns import Located, locate, rows_from_columns
 from handlers.contract.csv_rows import _csv_header_order, _looks_numeric
-from handlers.model_card import ModelCard, ModelCardError
 from offline import archive
 from servectl import digests
 from servectl.errors import ServeError

@@ -24,7 +24,7 @@ if not __package__:  # run by path (servectl's launcher): make the servectl pack
 
 from prometheus_client import CollectorRegistry, start_http_server  # noqa: E402
 
-from handlers.metric_names import PREFIX  # noqa: E402
+from common.metric_names import PREFIX  # noqa: E402
 from servectl.waiting import wait_for  # noqa: E402
 from servectl.worker_metrics import WorkerCollector, process_usage, registry  # noqa: E402
 

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import IO
 
-from handlers.load_status import ENV as LOAD_STATUS_ENV
+from common.load_status import ENV as LOAD_STATUS_ENV
 from servectl import digests
 from servectl.errors import ServeError
 from servectl.java import Java, find_java, install_allowed
@@ -81,7 +81,7 @@ def environment(settings: ServeSettings, java: Java, extra_env: dict[str, str] |
         "PYTHONUNBUFFERED": "1",
         # handlers.telemetry: each worker writes here, servectl.exporter merges and serves
         "PROMETHEUS_MULTIPROC_DIR": str(settings.multiproc_dir),
-        # handlers.load_status: a handler that refuses the model says why here
+        # common.load_status: a handler that refuses the model says why here
         LOAD_STATUS_ENV: str(settings.load_status_file),
     }
     if java.java_home is not None:

@@ -23,7 +23,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.model_card import ModelCard
+from common.model_card import ModelCard
 from servectl import model_config, oplock, versions
 from servectl.errors import ServeError
 from servectl.management import Management
@@ -100,7 +100,7 @@ def ready_count(described: dict[str, Any] | None) -> int:
 
 
 def refusal_since(settings: ServeSettings, since: float) -> str | None:
-    """The handler's refusal (``handlers.load_status``) written after ``since``, if any."""
+    """The handler's refusal (``common.load_status``) written after ``since``, if any."""
     try:
         record = json.loads(settings.load_status_file.read_text())
     except (OSError, ValueError):

@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from handlers.load_status import read_refusal
+from common.load_status import read_refusal
 from servectl.errors import ServeError
 from servectl.settings import ServeSettings
 from servectl.tokens import auth_headers

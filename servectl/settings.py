@@ -166,7 +166,7 @@ class ServeSettings:
 
     @property
     def load_status_file(self) -> Path:
-        """Where a handler that refuses the model says why (``handlers.load_status``)."""
+        """Where a handler that refuses the model says why (``common.load_status``)."""
         return (self.run_dir / "model_load_status.json").resolve()  # workers run elsewhere
 
     @property

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from servectl.errors import ServeError
 from servectl.settings import ServeSettings
 

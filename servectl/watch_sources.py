@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.metric_names import PREFIX
+from common.metric_names import PREFIX
 from servectl import canary
 from servectl.errors import ServeError
 from servectl.management import Management

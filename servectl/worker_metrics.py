@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from handlers.metric_names import PREFIX
+from common.metric_names import PREFIX
 from servectl.tokens import read_keys
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from servectl import model_config, server
 from servectl.settings import ServeSettings
 from servectl.settings import free_loopback_ports as free_ports
@@ -89,10 +89,10 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def variant_artifacts(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ModelCard]]:
-    """The tiny model exported as each variant (handlers.model_card.VARIANTS), one folder each."""
+    """The tiny model exported as each variant (common.model_card.VARIANTS), one folder each."""
     import shutil
 
-    from handlers.model_card import VARIANTS
+    from common.model_card import VARIANTS
     from model import export
 
     def build(name: str) -> tuple[Path, ModelCard]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from servectl.properties import read_properties, write_properties
 from servectl.settings import CONFIG_PROPERTIES, REPO, SERVE_CONFIG
 

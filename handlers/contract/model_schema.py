@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.model_card import ModelCard
 from handlers.contract.validation import Schema
-from handlers.model_card import ModelCard
 
 
 def request_schema(card: ModelCard, settings: dict[str, Any]) -> Schema:

@@ -14,7 +14,7 @@ import torch
 
 from benchmarks.lifecycle import probabilities
 from benchmarks.loadmix import Mix, Report, run
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL
 
 

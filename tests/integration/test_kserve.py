@@ -29,9 +29,9 @@ import pytest
 import requests
 import torch
 
+from common.model_card import ModelCard
 from deploy.kserve.layout import lay_out
 from handlers.explain import Explainer, ExplainSettings
-from handlers.model_card import ModelCard
 from servectl.java import find_java, install_allowed
 from servectl.server import stop_group
 from servectl.settings import read_properties, write_properties

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.lifecycle import StepReport, lifecycle_server, probabilities, under_load
 from benchmarks.loadmix import Mix
 from client.api import Client, ClientConfig
-from handlers.metric_names import PREFIX
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.metric_names import PREFIX
+from common.model_card import METADATA_FILE, ModelCard
 from model import archive, export
 from servectl import canary, digests, lifecycle, server, versions
 from servectl.errors import ServeError

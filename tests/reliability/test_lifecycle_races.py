@@ -22,8 +22,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.metric_names import PREFIX
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.metric_names import PREFIX
+from common.model_card import METADATA_FILE, ModelCard
 from servectl import canary, digests, lifecycle, server, versions, watcher
 from servectl.errors import ServeError
 from servectl.management import Management

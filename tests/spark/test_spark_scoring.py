@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
-from handlers.model_card import ModelCardError
+from common.model_card import ModelCardError
 from offline import archive
 from offline.spark import InputError, run
 from servectl.errors import ServeError

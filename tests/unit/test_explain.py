@@ -14,9 +14,9 @@ import torch
 from prometheus_client import CollectorRegistry
 from torch import nn
 
+from common.model_card import ModelCard
 from handlers.contract import Parsed, RequestError, Schema, parse_request
 from handlers.explain import CHUNK_POINTS, Explainer, ExplainSettings, ExplanationRequest, integrated_gradients
-from handlers.model_card import ModelCard
 from handlers.telemetry import Telemetry
 from tests.conftest import REPO
 from tests.unit.test_handler import decode, load_worker

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from handlers.load_status import ENV, write_refusal
+from common.load_status import ENV, write_refusal
 from servectl import server
 from servectl.__main__ import parser
 from servectl.java import Java

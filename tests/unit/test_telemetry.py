@@ -16,8 +16,8 @@ import requests
 import torch
 from prometheus_client import CollectorRegistry, values
 
+from common.model_card import ModelCard
 from handlers.contract import Parsed, RequestError
-from handlers.model_card import ModelCard
 from handlers.telemetry import LATENCY_BUCKETS, PREFIX, Telemetry, class_counts, out_of_range_counts
 from servectl import exporter
 from servectl.settings import MODEL_METRICS_DEFAULT, MODEL_METRICS_KEY, ServeSettings
