@@ -90,10 +90,10 @@ artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/expor
 
 archive: $(MAR) ## export as VARIANT (torchscript, int8, onnx, export); package NAME.mar and NAME-VERSION.mar beside the other versions (VERSION=x.y)
 
-# model.archive also records each archive's sha256 beside the store (servectl.digests): a missing
+# model.archive also records each archive's sha256 beside the store (servectl.instance.digests): a missing
 # record rebuilds the archive, since servectl refuses an archive without one
 archive serve serve-bg test bench bench-sweep bench-lifecycle soak: model_store.sha256
-$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/digests.py $(wildcard handlers/*.py handlers/*/*.py common/*.py) serve_config/model-config.yaml
+$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/instance/digests.py $(wildcard handlers/*.py handlers/*/*.py common/*.py) serve_config/model-config.yaml
 	$(PY) -m model.archive $(if $(FORCE),--force)
 	printf 'SEED ?= %s\nVERSION ?= %s\n' '$(SEED)' '$(VERSION)' > build/last-build.mk
 
@@ -109,7 +109,7 @@ stop: ## stop this project's server
 status: setup ## show the model's workers as the management API sees them
 	@$(PY) -m servectl status --model $(NAME) $(SERVE_ARGS)
 
-# ---- model lifecycle (servectl.lifecycle, serve_config/lifecycle.yaml; README "Shipping a new model version")
+# ---- model lifecycle (servectl.release.lifecycle, serve_config/lifecycle.yaml; README "Shipping a new model version")
 .PHONY: versions rollout rollback retire canary promote
 PERCENT ?=
 LIFECYCLE := $(PY) -m servectl
@@ -215,7 +215,7 @@ prometheus: ## install Prometheus and promtool (Debian package) when they are mi
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update && apt-get install -y --no-install-recommends prometheus && { service prometheus stop >/dev/null 2>&1 || true; }; }
 
 monitor: prometheus setup ## run Prometheus on MONITOR_ADDRESS against the server of 'make serve-bg' (Ctrl-C stops it)
-	$(PY) -m servectl.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
+	$(PY) -m servectl.metrics.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
 
 # ---- performance (benchmarks/; README "Performance") ----
 SWEEP ?=

@@ -50,8 +50,9 @@ from benchmarks.report import (
 from common.model_card import METADATA_FILE, ModelCard
 from handlers import runtimes
 from handlers.contract import Responder, Schema, parse_request
-from servectl import server
-from servectl.settings import REPO, ServeSettings, free_loopback_ports
+from servectl import errors
+from servectl.config.settings import REPO, ServeSettings, free_loopback_ports
+from servectl.instance import launch, processes, readiness
 from servectl.waiting import WaitTimeout, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -182,26 +183,26 @@ def serving(
     body = probe.read_bytes()
     log = open(run_dir / "torchserve.out", "wb")
     start = time.monotonic()
-    proc = server.start(settings, stdout=log)
+    proc = launch.start(settings, stdout=log)
     try:
         url = f"{settings.inference.url}/predictions/{settings.model_name}"
 
         def answered() -> bool:
             if proc.poll() is not None:
-                raise server.ServeError("TorchServe exited during start-up\n" + server.log_tail(settings))
+                raise errors.ServeError("TorchServe exited during start-up\n" + readiness.log_tail(settings))
             return requests.post(url, data=body, headers={"Content-Type": JSON_CT}, timeout=2).status_code == 200
 
         try:
             wait_for(answered, timeout, "a first successful prediction", interval=0.02,
                      retry_on=(requests.RequestException,))
         except WaitTimeout as exc:
-            raise server.ServeError(f"{exc}\n" + server.log_tail(settings)) from None
+            raise errors.ServeError(f"{exc}\n" + readiness.log_tail(settings)) from None
         cold = time.monotonic() - start
-        status = server.wait_ready(settings, timeout, alive=lambda: proc.poll() is None, interval=0.05)
+        status = readiness.wait_ready(settings, timeout, alive=lambda: proc.poll() is None, interval=0.05)
         ready = time.monotonic() - start
         yield Running(settings, proc, cold, ready, status)
     finally:
-        server.stop(settings)
+        processes.stop(settings)
         log.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 

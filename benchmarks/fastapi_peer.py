@@ -19,7 +19,7 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel
 
 from common.model_card import METADATA_FILE, ModelCard
-from servectl.settings import REPO
+from servectl.config.settings import REPO
 
 torch.set_num_threads(1)
 ARTIFACTS = REPO / "artifacts"

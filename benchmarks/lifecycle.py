@@ -29,8 +29,10 @@ from benchmarks.loadmix import Mix, Report, run
 from common.model_card import METADATA_FILE, ModelCard
 from model import archive, export, train
 from model.data import make_synthetic
-from servectl import canary, digests, lifecycle, model_config, server
-from servectl.settings import ServeSettings, free_loopback_ports
+from servectl.config import model_config
+from servectl.config.settings import ServeSettings, free_loopback_ports
+from servectl.instance import digests, launch, processes, readiness
+from servectl.release import canary, lifecycle
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -140,13 +142,13 @@ def lifecycle_server(work: Path, seed: int = 7) -> Iterator[tuple[ServeSettings,
     settings = settings.with_ports(ports[0], ports[1], ports[2], model_metrics=ports[3])
     settings.run_dir.mkdir(parents=True)
     with open(settings.run_dir / "torchserve.out", "ab") as out:
-        proc = server.start(settings, stdout=out)
+        proc = launch.start(settings, stdout=out)
     try:
-        server.wait_ready(settings, alive=lambda: proc.poll() is None)
+        readiness.wait_ready(settings, alive=lambda: proc.poll() is None)
         lifecycle.restore(settings)
         yield settings, expected, card.version, candidate
     finally:
-        server.stop(settings)
+        processes.stop(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The options that say which instance a command means, shared by ``python -m servectl`` and
-``python -m servectl.monitor`` (the Makefile passes the same SERVE_ARGS to both)."""
+``python -m servectl.metrics.monitor`` (the Makefile passes the same SERVE_ARGS to both)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
 
 
 def key_value(item: str) -> tuple[str, str]:

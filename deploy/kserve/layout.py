@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 
 from common.model_card import METADATA_FILE, ModelCard
-from servectl.properties import read_properties, write_properties
-from servectl.settings import CONFIG_PROPERTIES, REPO, SERVE_CONFIG
+from servectl.config.properties import read_properties, write_properties
+from servectl.config.settings import CONFIG_PROPERTIES, REPO, SERVE_CONFIG
 
 MOUNT = "/mnt/models"  # where KServe's storage initializer puts storageUri's content
 KSERVE_KEYS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servectl.canary import with_access_log
+from servectl.release.canary import with_access_log
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DOCKER = REPO / "docker"

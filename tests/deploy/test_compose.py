@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servectl import monitor
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.metrics import monitor
 from tests.conftest import SHIPPED
 from tests.deploy.conftest import DOCKER, OVERLAY, REPO, dockerfile_instructions, exec_form
 

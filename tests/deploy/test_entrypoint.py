@@ -16,8 +16,8 @@ import pytest
 import requests
 import torch
 
-from servectl import server
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.instance import processes
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL, free_ports
 from tests.deploy.conftest import ENTRYPOINT, OVERLAY, REPO
@@ -84,7 +84,7 @@ def entry(tmp_path_factory, built_card):
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        server.stop(settings)
+        processes.stop(settings)
 
 
 def test_entry_script_serves_the_models_predictions(entry, built_card, built_model, test_split):
@@ -107,7 +107,7 @@ def test_binds_like_the_image_inference_and_metrics_open_management_on_loopback(
 
 def test_sigterm_stops_server_and_workers_and_health_fails_after(entry):
     proc, settings, health = entry
-    pid = server.running_pid(settings)
+    pid = processes.running_pid(settings)
     assert pid is not None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, "servectl exits cleanly on SIGTERM (docker stop, pod deletion)"

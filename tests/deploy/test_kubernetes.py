@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from deploy.kserve.layout import lay_out
-from servectl import monitor
-from servectl.settings import ServeSettings, read_properties
+from servectl.config.settings import ServeSettings, read_properties
+from servectl.metrics import monitor
 from tests.conftest import MODEL_CONFIG
 from tests.deploy.conftest import KUBERNETES, OVERLAY, REPO, dockerfile_instructions, exec_form, load_yaml_docs
 

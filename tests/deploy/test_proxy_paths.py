@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from servectl import canary, lifecycle
-from servectl.settings import Endpoint, ServeSettings
+from servectl.config.settings import Endpoint, ServeSettings
+from servectl.release import canary, lifecycle
 from servectl.waiting import wait_for
 from tests.conftest import free_ports
 from tests.deploy.conftest import nginx_cmd, render_nginx

@@ -7,13 +7,13 @@ from __future__ import annotations
 import requests
 
 from benchmarks.report import metric_sums
-from servectl import server
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.instance import readiness
 
 
 def workers(settings: ServeSettings) -> list[tuple[int, str]]:
     """(pid, start time) of each worker: a restart changes them."""
-    status = server.model_status(settings)
+    status = readiness.model_status(settings)
     return sorted((w["pid"], w["startTime"]) for w in status["workers"])
 
 

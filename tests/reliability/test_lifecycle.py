@@ -25,11 +25,12 @@ from client.api import Client, ClientConfig
 from common.metric_names import PREFIX
 from common.model_card import METADATA_FILE, ModelCard
 from model import archive, export
-from servectl import canary, digests, lifecycle, server, versions
+from servectl.config.settings import Endpoint, ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import Endpoint, ServeSettings
-from servectl.watcher import WatchConfig, watch
+from servectl.instance import digests, processes
+from servectl.instance.management import Management
+from servectl.release import canary, lifecycle, versions
+from servectl.release.watcher import WatchConfig, watch
 from tests.conftest import PROBABILITY_ATOL, REPO, free_ports
 from tests.reliability.conftest import repacked_mar
 
@@ -86,7 +87,7 @@ def test_the_client_lists_the_versions_and_pins_a_request_to_one(life, reference
 
 def test_the_default_and_the_loaded_versions_survive_a_restart(life, reference):
     settings, _, old, new = life
-    server.stop(settings)
+    processes.stop(settings)
     ports = [settings.inference.port, settings.management.port, settings.metrics.port, settings.model_metrics.port]
     subprocess.run(
         [sys.executable, "-m", "servectl", "start", "--model", settings.model_name, "--run-dir", str(settings.run_dir),

@@ -24,10 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.metric_names import PREFIX
 from common.model_card import METADATA_FILE, ModelCard
-from servectl import canary, digests, lifecycle, server, versions, watcher
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import ServeSettings
+from servectl.instance import digests, launch, processes, readiness
+from servectl.instance.management import Management
+from servectl.release import canary, lifecycle, versions, watcher
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, REPO, free_ports
 from tests.reliability.conftest import repacked_mar
@@ -83,9 +84,9 @@ def races(tmp_path_factory) -> Iterator[tuple[ServeSettings, str, str, Path]]:
     settings = settings.with_ports(ports[0], ports[1], ports[2], model_metrics=ports[3])
     settings.run_dir.mkdir()
     with open(settings.run_dir / "torchserve.out", "ab") as out:
-        proc = server.start(settings, stdout=out)
+        proc = launch.start(settings, stdout=out)
     try:
-        server.wait_ready(settings, alive=lambda: proc.poll() is None)
+        readiness.wait_ready(settings, alive=lambda: proc.poll() is None)
         lifecycle.restore(settings)
         arm = work / "arm-crash"
         repack(settings, card.version, f"{card.version}.b")
@@ -93,7 +94,7 @@ def races(tmp_path_factory) -> Iterator[tuple[ServeSettings, str, str, Path]]:
         yield settings, card.version, f"{card.version}.b", arm
     finally:
         canary.stop_proxy(settings)
-        server.stop(settings)
+        processes.stop(settings)
 
 
 def cli(settings: ServeSettings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,8 +15,9 @@ import torch
 
 from common.model_card import VARIANTS, sha256_of
 from model import archive, export
-from servectl import digests, versions
 from servectl.errors import ServeError
+from servectl.instance import digests
+from servectl.release import versions
 
 
 @pytest.fixture

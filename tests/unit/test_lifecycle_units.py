@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from model import archive, export
-from servectl import canary, lifecycle, versions
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.settings import ServeSettings
-from servectl.watch_sources import deaths_between, split_answers
-from servectl.watcher import Stats, Watch, WatchConfig, breach, tick
+from servectl.release import canary, lifecycle, versions
+from servectl.release.watch_sources import deaths_between, split_answers
+from servectl.release.watcher import Stats, Watch, WatchConfig, breach, tick
 from tests.conftest import free_ports
 
 

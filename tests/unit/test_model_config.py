@@ -1,4 +1,4 @@
-"""servectl.model_config: the typed view of serve_config/model-config.yaml that tests read."""
+"""servectl.config.model_config: the typed view of serve_config/model-config.yaml that tests read."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from servectl import model_config
-from servectl.model_config import MODEL_CONFIG
+from servectl.config import model_config
+from servectl.config.model_config import MODEL_CONFIG
 
 
 def test_every_typed_field_is_the_value_in_the_file():

@@ -1,4 +1,4 @@
-"""handlers.telemetry records what happened, servectl.exporter merges what several worker
+"""handlers.telemetry records what happened, servectl.metrics.exporter merges what several worker
 processes wrote, and the settings give every instance its own exporter port."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, values
 from common.model_card import ModelCard
 from handlers.contract import Parsed, RequestError
 from handlers.telemetry import LATENCY_BUCKETS, PREFIX, Telemetry, class_counts, out_of_range_counts
-from servectl import exporter
-from servectl.settings import MODEL_METRICS_DEFAULT, MODEL_METRICS_KEY, ServeSettings
+from servectl.config.settings import MODEL_METRICS_DEFAULT, MODEL_METRICS_KEY, ServeSettings
+from servectl.metrics import exporter
 from servectl.waiting import wait_for
 
 LABELS = {"model_name": "m", "model_version": "1.0"}
@@ -227,7 +227,7 @@ def group_members(pgid: int) -> list[int]:
 
 @pytest.mark.parametrize("how", ["the group is stopped", "the server dies alone"])
 def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
-    from servectl.server import stop_group
+    from servectl.instance.processes import stop_group
     from tests.conftest import free_ports
 
     port = free_ports(1)[0]

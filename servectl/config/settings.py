@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from servectl.properties import read_properties, write_properties  # callers import them from here too
+from servectl.config.properties import read_properties, write_properties  # callers import them from here too
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SERVE_CONFIG = REPO / "serve_config"
 CONFIG_PROPERTIES = SERVE_CONFIG / "config.properties"
 LOG_CONFIG = SERVE_CONFIG / "log4j2.xml"
@@ -24,7 +24,7 @@ ADDRESS_KEYS = {
     "management": "management_address",
     "metrics": "metrics_address",
 }
-# servectl's own key (TorchServe never sees it): where servectl.exporter serves /metrics
+# servectl's own key (TorchServe never sees it): where servectl.metrics.exporter serves /metrics
 MODEL_METRICS_KEY = "model_metrics_address"
 MODEL_METRICS_DEFAULT = "http://127.0.0.1:8083"
 
@@ -177,10 +177,10 @@ class ServeSettings:
         """Write this instance's effective config.properties into its run folder."""
         props = dict(self.properties)
         props.pop("load_models", None)  # servectl names the model on the command line
-        props.pop(MODEL_METRICS_KEY, None)  # servectl's, served by servectl.exporter
-        props.pop("canary_proxy_address", None)  # servectl's, the canary proxy (servectl.canary)
+        props.pop(MODEL_METRICS_KEY, None)  # servectl's, served by servectl.metrics.exporter
+        props.pop("canary_proxy_address", None)  # servectl's, the canary proxy (servectl.release.canary)
         props["model_store"] = str(self.model_store)
-        # registration (servectl.lifecycle) names a bare file of the store; a file:// URL may
+        # registration (servectl.release.lifecycle) names a bare file of the store; a file:// URL may
         # name only a .mar directly in THIS instance's store, never another "model_store/"
         props["allowed_urls"] = f"file://{re.escape(str(self.model_store))}/[^/]+\\.mar"
         # TorchServe has no switch for workflows and loads any .war in their store (by default

@@ -27,11 +27,12 @@ from pathlib import Path
 
 import yaml
 
-from servectl import canary, lifecycle, processes
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.launch import EVENTS_FILE
-from servectl.settings import ServeSettings
-from servectl.watch_sources import Stats, deaths_between, scrape, split_answers, split_log_size, worker_pids
+from servectl.instance import processes
+from servectl.instance.launch import EVENTS_FILE
+from servectl.release import canary, lifecycle
+from servectl.release.watch_sources import Stats, deaths_between, scrape, split_answers, split_log_size, worker_pids
 
 __all__ = ["Stats", "WatchConfig", "breach", "watch"]  # tests import Stats from here
 

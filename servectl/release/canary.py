@@ -28,11 +28,11 @@ from pathlib import Path
 import psutil
 import requests
 
-from servectl import lifecycle, versions
+from servectl.config.settings import REPO, Endpoint, ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import REPO, Endpoint, ServeSettings
-from servectl.versions import State, write_atomic
+from servectl.instance.management import Management
+from servectl.release import lifecycle, versions
+from servectl.release.versions import State, write_atomic
 from servectl.waiting import WaitTimeout, wait_for
 
 TEMPLATE = REPO / "docker" / "nginx" / "templates" / "default.conf.template"
@@ -114,7 +114,7 @@ def with_access_log(server: str, path: Path, *more: str) -> str:
     instead of the image's stdout path, plus ``more`` access_log lines: a server-level
     access_log replaces every http-level one, so the split log is named here too."""
     if server.count(TEMPLATE_ACCESS_LOG) != 1:
-        raise ServeError(f"the proxy template no longer holds one {TEMPLATE_ACCESS_LOG!r}: update servectl.canary")
+        raise ServeError(f"the proxy template no longer holds one {TEMPLATE_ACCESS_LOG!r}: update {__name__}")
     lines = "\n    ".join((f"access_log {path} request_id;", *more))
     return server.replace(TEMPLATE_ACCESS_LOG, lines)
 
@@ -126,8 +126,8 @@ def without_client_keepalive(server: str) -> str:
     load). A new connection per request is accepted by whichever workers run, so none is lost."""
     keepalive = "keepalive_timeout 65s;"
     if server.count(keepalive) != 1:
-        raise ServeError(f"the proxy template no longer holds one {keepalive!r}: update servectl.canary")
-    return server.replace(keepalive, "keepalive_timeout 0;  # servectl.canary: reloads must not drop requests")
+        raise ServeError(f"the proxy template no longer holds one {keepalive!r}: update servectl.release.canary")
+    return server.replace(keepalive, "keepalive_timeout 0;  # servectl.release.canary: reloads must not drop requests")
 
 
 def nginx(conf: Path, *extra: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-MODEL_CONFIG = Path(__file__).resolve().parent.parent / "serve_config" / "model-config.yaml"
+MODEL_CONFIG = Path(__file__).resolve().parents[2] / "serve_config" / "model-config.yaml"
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.model_card import ModelCard
-from servectl import model_config, oplock, versions
+from servectl.config import model_config
+from servectl.config.settings import SERVE_CONFIG, ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.readiness import log_tail
-from servectl.settings import SERVE_CONFIG, ServeSettings
-from servectl.tokens import auth_headers
-from servectl.versions import State
+from servectl.instance.management import Management
+from servectl.instance.readiness import log_tail
+from servectl.instance.tokens import auth_headers
+from servectl.release import oplock, versions
+from servectl.release.versions import State
 from servectl.waiting import WaitTimeout, wait_for
 
 LIFECYCLE_CONFIG = SERVE_CONFIG / "lifecycle.yaml"
@@ -70,7 +71,7 @@ class LifecycleConfig:
 
 
 def exclusive(op: Callable[Concatenate[ServeSettings, P], R]) -> Callable[Concatenate[ServeSettings, P], R]:
-    """Run a lifecycle operation under the instance's lifecycle lock (servectl.oplock)."""
+    """Run a lifecycle operation under the instance's lifecycle lock (servectl.release.oplock)."""
 
     @functools.wraps(op)
     def locked(settings: ServeSettings, /, *args: P.args, **kwargs: P.kwargs) -> R:

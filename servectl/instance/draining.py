@@ -17,10 +17,10 @@ from typing import Any
 import requests
 import yaml
 
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.lifecycle import LIFECYCLE_CONFIG, requests_counted
-from servectl.management import Management
-from servectl.settings import ServeSettings
+from servectl.instance.management import Management
+from servectl.release.lifecycle import LIFECYCLE_CONFIG, requests_counted
 from servectl.waiting import WaitTimeout, wait_for
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import requests
 
 from common.load_status import read_refusal
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.settings import ServeSettings
-from servectl.tokens import auth_headers
+from servectl.instance.tokens import auth_headers
 from servectl.waiting import WaitTimeout, wait_for
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import requests
 
-from servectl import digests
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.settings import ServeSettings
-from servectl.tokens import auth_headers
+from servectl.instance import digests
+from servectl.instance.tokens import auth_headers
 
 
 class Management:

@@ -1,4 +1,4 @@
-"""What the watcher (servectl.watcher) reads: the model-metrics exporter's per-version series,
+"""What the watcher (servectl.release.watcher) reads: the model-metrics exporter's per-version series,
 the canary proxy's log of the answers its split gave (the status each client saw, TorchServe's
 own 5xx and nginx's 502/504 included), and the workers of a version as the management API lists
 them (TorchServe restarts a dead worker under the same id in a new process).
@@ -15,10 +15,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.metric_names import PREFIX
-from servectl import canary
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import ServeSettings
+from servectl.instance.management import Management
+from servectl.release import canary
 
 
 @dataclass
