@@ -35,7 +35,6 @@ import orjson
 import psutil
 import requests
 import torch
-import yaml
 
 from benchmarks.report import (
     LoadResult,
@@ -51,6 +50,7 @@ from common.model_card import METADATA_FILE, ModelCard
 from handlers import runtimes
 from handlers.contract import Responder, Schema, parse_request
 from servectl import errors
+from servectl.config import model_config
 from servectl.config.settings import REPO, ServeSettings, free_loopback_ports
 from servectl.instance import launch, processes, readiness
 from servectl.waiting import WaitTimeout, wait_for
@@ -58,7 +58,6 @@ from servectl.waiting import WaitTimeout, wait_for
 HERE = Path(__file__).resolve().parent
 WRK_LUA = HERE / "wrk.lua"
 ARTIFACTS = REPO / "artifacts"
-MODEL_CONFIG = REPO / "serve_config" / "model-config.yaml"
 JSON_CT = "application/json"
 NPY_CT = "application/x-npy"
 COLUMNAR_CT = "application/vnd.tabular.columnar+json"
@@ -386,7 +385,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
     info = machine(args.note)
     say(f"bench: model ceiling in-process ({card.model_file}, 1 thread)")
     model = model_ceiling(card, payloads)
-    model_config = yaml.safe_load(MODEL_CONFIG.read_text())
+    served = model_config.load()
     say("bench: starting TorchServe with serve_config/ and the real .mar")
     with serving(card, payloads.single) as run:
         say(f"bench: first prediction after {run.cold_start_s:.1f}s, workers READY after {run.ready_s:.1f}s")
@@ -408,7 +407,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         cold, ready = run.cold_start_s, run.ready_s
         scored = score_a_file(run, card, args.score_rows) if args.score_rows else None
         nowait = None if args.no_nowait else no_wait(
-            run, payloads, int(model_config["minWorkers"]), d, args.warmup / 4, args.bulk_connections
+            run, payloads, served.min_workers, d, args.warmup / 4, args.bulk_connections
         )
     peer = None
     if not args.no_peer:
@@ -419,7 +418,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": info,
-        "model_config": {k: v for k, v in model_config.items() if k != "handler"},
+        "model_config": {k: v for k, v in served.to_dict().items() if k != "handler"},
         "duration_s": args.duration,
         "single": single,
         "ping": ping,
@@ -593,7 +592,7 @@ def update_readme(readme: Path, table: str, results: dict[str, Any]) -> None:
 
 def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict[str, Any]:
     """Try each setting with the real handler and config, changing only the three knobs."""
-    base = yaml.safe_load(MODEL_CONFIG.read_text())
+    base = model_config.load()
     rows = []
     grid = list(itertools.product(args.sweep_workers, args.sweep_batch, args.sweep_delay))
     from model.archive import archive  # noqa: PLC0415 - imports torch-model-archiver paths
@@ -604,9 +603,10 @@ def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict
         say(f"bench sweep {i}/{len(grid)}: workers={workers} batchSize={batch} maxBatchDelay={delay}")
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
             tmp_path = Path(tmp)
-            config = dict(base, minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=delay)
+            knobs = {"min_workers": workers, "max_workers": workers, "batch_size": batch, "max_batch_delay_ms": delay}
+            config = base.with_values(**knobs)
             cfg_path = tmp_path / "model-config.yaml"
-            cfg_path.write_text(yaml.safe_dump(config))
+            cfg_path.write_text(config.to_yaml())
             with contextlib.redirect_stdout(sys.stderr):
                 archive(ARTIFACTS, tmp_path / "model_store", tmp_path / "build", cfg_path)
             with serving(card, payloads.single, model_store=tmp_path / "model_store") as run:

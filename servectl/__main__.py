@@ -68,8 +68,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    canary.stop_proxy(instance(args))
-    stopped = processes.stop(instance(args), timeout=args.timeout)
+    settings = instance(args)
+    canary.stop_proxy(settings)
+    stopped = processes.stop(settings, timeout=args.timeout)
     print("stopped" if stopped else "no server of this project was running")
     return 0
 
@@ -130,8 +131,9 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    lifecycle.rollout(instance(args), args.version, force=args.force, timeout=args.timeout)
-    spawn_watcher(instance(args))
+    settings = instance(args)
+    lifecycle.rollout(settings, args.version, force=args.force, timeout=args.timeout)
+    spawn_watcher(settings)
     return 0
 
 
@@ -143,7 +145,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def spawn_watcher(settings: ServeSettings) -> None:
     """Start ``servectl watch`` for this instance in the background (serve_config/lifecycle.yaml
     ``watch.auto``), logging to RUN_DIR/watcher.log; it ends with its window."""
-    if not lifecycle.LifecycleConfig.load().watch_auto:
+    if not settings.lifecycle.watch.auto:
         return
     ports = [settings.inference.port, settings.management.port, settings.metrics.port, settings.model_metrics.port]
     argv = [sys.executable, "-m", "servectl", "watch", "--model", settings.model_name,
@@ -162,15 +164,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    percent = args.percent if args.percent is not None else lifecycle.LifecycleConfig.load().canary_percent
-    canary.start_canary(instance(args), args.version, percent, port=args.proxy_port, force=args.force)
-    spawn_watcher(instance(args))
+    settings = instance(args)
+    percent = args.percent if args.percent is not None else settings.lifecycle.canary_percent
+    canary.start_canary(settings, args.version, percent, port=args.proxy_port, force=args.force)
+    spawn_watcher(settings)
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    canary.promote(instance(args))
-    spawn_watcher(instance(args))
+    settings = instance(args)
+    canary.promote(settings)
+    spawn_watcher(settings)
     return 0
 
 

@@ -41,6 +41,9 @@ def instance_options() -> argparse.ArgumentParser:
     parent.add_argument(
         "--config-overlay", type=Path, help="properties file overriding config.properties keys (deployments)"
     )
+    parent.add_argument(
+        "--servectl-overlay", type=Path, help="YAML file overriding serve_config/servectl.yaml keys (deployments)"
+    )
     parent.add_argument("--model-store", type=Path, help="folder holding MODEL.mar (default model_store/)")
     parent.add_argument(
         "--set",
@@ -55,7 +58,7 @@ def instance_options() -> argparse.ArgumentParser:
 
 def instance(args: argparse.Namespace) -> ServeSettings:
     """The settings the instance options describe."""
-    settings = ServeSettings.load(args.model, overlay=args.config_overlay)
+    settings = ServeSettings.load(args.model, overlay=args.config_overlay, servectl_overlay=args.servectl_overlay)
     if args.run_dir:
         settings = replace(settings, run_dir=args.run_dir.resolve())
     if args.model_store:

@@ -11,47 +11,54 @@ sends elsewhere), that is every request the server accepted.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
 
 import requests
-import yaml
 
+from common.prometheus import metric_sums
 from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
 from servectl.instance.management import Management
-from servectl.release.lifecycle import LIFECYCLE_CONFIG, requests_counted
 from servectl.waiting import WaitTimeout, wait_for
 
+TS_REQUESTS = "ts_inference_requests_total"
 
-def stop_config(path: Path = LIFECYCLE_CONFIG) -> tuple[float, float]:
-    """(quiet_seconds, timeout_seconds) of the ``stop`` section."""
-    doc = yaml.safe_load(path.read_text())["stop"]
-    return float(doc["quiet_seconds"]), float(doc["timeout_seconds"])
+
+def requests_counted(settings: ServeSettings, versions: Iterable[str]) -> float:
+    """TorchServe's ts_inference_requests_total for ``versions`` of the model (its frontend's
+    count), summed, from one scrape of its metrics API."""
+    try:
+        text = requests.get(f"{settings.metrics.url}/metrics", timeout=5).text
+    except requests.RequestException as exc:
+        raise ServeError(f"metrics API not answering: {exc}") from None
+    where = {"model_name": settings.model_name}
+    return sum(metric_sums(text, [TS_REQUESTS], {**where, "model_version": v})[TS_REQUESTS] for v in versions)
+
+
+def quiet_for(settings: ServeSettings, api: Management, quiet_s: float, only: str | None = None) -> bool:
+    """True when no request is pending for the model's loaded versions (``only``: that one)
+    and none arrived during ``quiet_s`` seconds: what a retire and a stop both wait for."""
+    chosen = {v: d for v, d in api.versions().items() if only is None or v == only}
+    if any(int(d.get("jobQueueStatus", {}).get("pendingRequests", 0)) for d in chosen.values()):
+        return False
+    before = requests_counted(settings, chosen)
+    time.sleep(quiet_s)  # the quiet period itself, not a wait for a condition
+    return requests_counted(settings, chosen) == before
 
 
 def drain(settings: ServeSettings) -> bool:
     """Wait until the model is quiet; True if it was within the timeout (False: stop anyway)."""
-    quiet_s, timeout_s = stop_config()
+    stop = settings.lifecycle.stop
     api = Management(settings)
-
-    def arrived(loaded: dict[str, dict[str, Any]]) -> float:
-        return sum(requests_counted(settings, version) for version in loaded)
 
     def quiet() -> bool:
         try:
-            loaded = api.versions()
-            pending = sum(int(v.get("jobQueueStatus", {}).get("pendingRequests", 0)) for v in loaded.values())
-            if pending:
-                return False
-            before = arrived(loaded)
-            time.sleep(quiet_s)  # the quiet period itself, not a wait for a condition
-            return arrived(loaded) == before
+            return quiet_for(settings, api, stop.quiet_seconds)
         except (ServeError, requests.RequestException):
             return True  # the server no longer answers: nothing is left to wait for
 
     try:
-        wait_for(quiet, timeout_s, "the model to drain", interval=0.1)
+        wait_for(quiet, stop.timeout_seconds, "the model to drain", interval=0.1)
     except WaitTimeout:
         return False
     return True

@@ -16,6 +16,7 @@ DOCKER = REPO / "docker"
 KUBERNETES = REPO / "deploy" / "kubernetes"
 ENTRYPOINT = DOCKER / "entrypoint.sh"
 OVERLAY = REPO / "serve_config" / "config.container.properties"
+SERVECTL_OVERLAY = REPO / "serve_config" / "servectl.container.yaml"  # the same for servectl.yaml
 
 
 def load_yaml_docs(path: Path) -> list[dict]:

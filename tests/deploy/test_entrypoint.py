@@ -20,7 +20,7 @@ from servectl.config.settings import ServeSettings
 from servectl.instance import processes
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL, free_ports
-from tests.deploy.conftest import ENTRYPOINT, OVERLAY, REPO
+from tests.deploy.conftest import ENTRYPOINT, OVERLAY, REPO, SERVECTL_OVERLAY
 
 ANY, LOOPBACK = "any", "loopback"
 
@@ -66,7 +66,7 @@ def entry(tmp_path_factory, built_card):
     def health() -> int:
         return subprocess.run([str(ENTRYPOINT), "health", *port_args], env=env, capture_output=True, timeout=30).returncode
 
-    settings = ServeSettings.load(built_card.model_name, overlay=OVERLAY, run_dir=run_dir).with_ports(*ports)
+    settings = ServeSettings.load(built_card.model_name, overlay=OVERLAY, servectl_overlay=SERVECTL_OVERLAY, run_dir=run_dir).with_ports(*ports)
     assert health() == 1, "nothing runs yet: health must fail"
     with open(run_dir / "entrypoint.out", "wb") as out:
         proc = subprocess.Popen([str(ENTRYPOINT), "serve", *port_args], env=env, stdout=out, stderr=subprocess.STDOUT)

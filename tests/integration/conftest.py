@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import requests
 
-from benchmarks.report import metric_sums
+from common.prometheus import metric_sums
 from servectl.config.settings import ServeSettings
 from servectl.instance import readiness
 
