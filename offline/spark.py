@@ -39,7 +39,7 @@ from handlers.contract.columns import Located, locate, rows_from_columns
 from handlers.contract.csv_rows import _csv_header_order, _looks_numeric
 from offline import archive
 from servectl.errors import ServeError
-from servectl.instance import digests
+from servectl.store import digests
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MAR = REPO / "model_store" / "tabular_classifier.mar"
@@ -259,7 +259,7 @@ def score(frame: DataFrame, job: Job, partitions: int | None = None) -> DataFram
 
 def run(spark: SparkSession, src: str, out: str, mar: Path, partitions: int | None = None) -> dict[str, Any]:
     """Read, score, write (Parquet, or CSV when ``out`` ends in .csv); the counts it wrote. The
-    archive must be the one built and recorded (servectl.instance.digests, as servectl serves only those);
+    archive must be the one built and recorded (servectl.store.digests, as servectl serves only those);
     each executor then checks the model file against the card's sha256 (offline.archive)."""
     started = time.perf_counter()
     digests.verify(mar)

@@ -6,6 +6,5 @@
 - ``draining``    waiting out queued requests before a stop (SIGTERM)
 - ``management``  the management API client (describe, register, set-default, unregister)
 - ``tokens``      TorchServe's API keys when token auth is on
-- ``digests``     the archives' sha256 records, checked before TorchServe runs an archive
 - ``java``        finding (or installing) Java 11+
 """

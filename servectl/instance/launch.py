@@ -15,9 +15,9 @@ from typing import IO
 from common.load_status import ENV as LOAD_STATUS_ENV
 from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.instance import digests
 from servectl.instance.java import Java, find_java, install_allowed
-from servectl.release.versions import startup_archive
+from servectl.store import digests
+from servectl.store.versions import startup_archive
 
 EVENTS_FILE = "auto_rollbacks.jsonl"  # servectl.release.watcher writes it, the exporter counts it
 

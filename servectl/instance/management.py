@@ -10,8 +10,8 @@ import requests
 
 from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.instance import digests
 from servectl.instance.tokens import auth_headers
+from servectl.store import digests
 
 
 class Management:

@@ -1,6 +1,5 @@
 """Versions of the model on a running instance, and where a release decides.
 
-- ``versions``       the store's archives, their cards and test splits, the run folder's record
 - ``lifecycle``      rollout (pre-flight through the server), rollback, retire, restore
 - ``canary``         the canary proxy's split, promote, abandon
 - ``watcher``        automatic rollback: the thresholds of lifecycle.yaml ``watch`` (``breach``)

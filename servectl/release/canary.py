@@ -31,8 +31,9 @@ import requests
 from servectl.config.settings import REPO, Endpoint, ServeSettings
 from servectl.errors import ServeError
 from servectl.instance.management import Management
-from servectl.release import lifecycle, versions
-from servectl.release.versions import State, write_atomic
+from servectl.release import lifecycle
+from servectl.store import versions
+from servectl.store.versions import State, write_atomic
 from servectl.waiting import WaitTimeout, wait_for
 
 TEMPLATE = REPO / "docker" / "nginx" / "templates" / "default.conf.template"

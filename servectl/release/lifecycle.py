@@ -27,8 +27,9 @@ from servectl.instance import draining
 from servectl.instance.management import Management
 from servectl.instance.readiness import load_refusal, log_tail, ready_workers
 from servectl.instance.tokens import auth_headers
-from servectl.release import oplock, versions
-from servectl.release.versions import State
+from servectl.release import oplock
+from servectl.store import versions
+from servectl.store.versions import State
 from servectl.waiting import WaitTimeout, wait_for
 
 PREFLIGHT_ROWS_PER_REQUEST = 8

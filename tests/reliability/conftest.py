@@ -16,7 +16,8 @@ import torch
 
 from benchmarks.loadmix import Mix
 from servectl.config.settings import ServeSettings
-from servectl.instance import digests, launch, processes, readiness
+from servectl.instance import launch, processes, readiness
+from servectl.store import digests
 from tests.conftest import free_ports
 from tests.integration.conftest import frontend_metric, workers
 
@@ -42,7 +43,7 @@ def own_server(
 
 def repacked_mar(src: Path, store: Path, change: dict[str, bytes | None], record: bool = True) -> Path:
     """A copy of the .mar in ``store`` with some members replaced (bytes) or kept (None).
-    ``record``: the test acts as the builder and records its digest (servectl.instance.digests), so
+    ``record``: the test acts as the builder and records its digest (servectl.store.digests), so
     servectl serves it and what is tested is the handler's own checks; False: a tampered file."""
     store.mkdir(parents=True, exist_ok=True)
     dst = store / src.name

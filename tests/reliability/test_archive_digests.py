@@ -1,5 +1,5 @@
 """A tampered archive never reaches TorchServe: servectl checks each archive against the digest
-``model.archive`` recorded outside the store (``servectl.instance.digests``) before it starts or
+``model.archive`` recorded outside the store (``servectl.store.digests``) before it starts or
 registers it. The card's sha256 cannot do this: it lives in the same ``.mar`` and covers the
 model file only, and the archive's handler code runs before the handler checks anything."""
 
@@ -14,8 +14,9 @@ import pytest
 
 from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.instance import digests, processes
+from servectl.instance import processes
 from servectl.instance.management import Management
+from servectl.store import digests
 from tests.conftest import REPO, free_ports
 from tests.reliability.conftest import repacked_mar
 

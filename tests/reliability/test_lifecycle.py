@@ -27,10 +27,11 @@ from common.model_card import METADATA_FILE, ModelCard
 from model import archive, export
 from servectl.config.settings import Endpoint, ServeSettings
 from servectl.errors import ServeError
-from servectl.instance import digests, processes, readiness
+from servectl.instance import processes, readiness
 from servectl.instance.management import Management
-from servectl.release import canary, lifecycle, versions
+from servectl.release import canary, lifecycle
 from servectl.release.watcher import watch
+from servectl.store import digests, versions
 from tests.conftest import PROBABILITY_ATOL, REPO, free_ports
 from tests.reliability.conftest import repacked_mar
 

@@ -25,9 +25,10 @@ from common.metric_names import PREFIX
 from common.model_card import METADATA_FILE, ModelCard
 from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.instance import digests, launch, processes, readiness
+from servectl.instance import launch, processes, readiness
 from servectl.instance.management import Management
-from servectl.release import canary, lifecycle, versions, watcher
+from servectl.release import canary, lifecycle, watcher
+from servectl.store import digests, versions
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, REPO, free_ports
 from tests.reliability.conftest import repacked_mar

@@ -16,8 +16,7 @@ import torch
 from common.model_card import VARIANTS, sha256_of
 from model import archive, export
 from servectl.errors import ServeError
-from servectl.instance import digests
-from servectl.release import versions
+from servectl.store import digests, versions
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from model import archive, export
 from servectl.config.lifecycle import Watch as WatchConfig
 from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.release import canary, lifecycle, versions
+from servectl.release import canary, lifecycle
 from servectl.release.watch_sources import deaths_between, split_answers
 from servectl.release.watcher import Stats, Watch, breach, tick
+from servectl.store import versions
 from tests.conftest import free_ports
 
 
