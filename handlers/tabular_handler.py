@@ -284,7 +284,7 @@ def load_model(context: Any, card: ModelCard, threads: int) -> runtimes.Runtime:
 
 def checked_card(context: Any) -> ModelCard:
     """The model card, after checking the model file against its sha256. A refusal is
-    written where servectl looks (common.load_status) before it is raised, so servectl
+    written where servectl looks (handlers.load_status) before it is raised, so servectl
     can say why at once instead of waiting out the worker's retries."""
     model_dir = context.system_properties["model_dir"]
     try:
