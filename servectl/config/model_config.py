@@ -51,6 +51,12 @@ class ModelConfig(Settings):
         config._raw = copy.deepcopy(dict(doc))
         return config
 
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The whole document, untyped keys included (e.g. the handler's section for its own
+        settings model); a copy, so a caller cannot change this configuration through it."""
+        return copy.deepcopy(self._raw)
+
     def with_values(self, **changes: int) -> ModelConfig:
         """The same configuration with some typed fields changed (``to_yaml`` writes them)."""
         changed = self.model_copy(update=changes)

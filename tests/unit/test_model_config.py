@@ -19,6 +19,9 @@ def test_every_typed_field_is_the_value_in_the_file():
     assert config.startup_timeout_s == doc["startupTimeout"]
     assert config.max_retry_timeout_s == doc["maxRetryTimeoutInSec"]
     assert config.max_rows == doc["handler"]["max_rows"]
+    assert config.raw == doc, "the whole document, untyped keys included"
+    config.raw["handler"]["max_rows"] = 1
+    assert config.raw["handler"]["max_rows"] == doc["handler"]["max_rows"], "a copy: the config does not change"
 
 
 def test_a_changed_copy_keeps_every_other_key(tmp_path):
