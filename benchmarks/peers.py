@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from servectl.settings import REPO, free_loopback_ports
+from servectl.config.settings import REPO, free_loopback_ports
 
 JSON_CT = "application/json"
 NPY_CT = "application/x-npy"

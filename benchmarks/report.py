@@ -6,11 +6,10 @@ No I/O and no server here, so tests/unit checks them in milliseconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
+from common.prometheus import metric_sums
 
 WRK_MARK = "WRKJSON "
 
@@ -72,22 +71,6 @@ def parse_wrk(output: str, name: str, connections: int, rows_per_request: int = 
 
 
 TS_COUNTERS = ("ts_inference_requests_total", "ts_inference_latency_microseconds", "ts_queue_latency_microseconds")
-
-
-def metric_sums(text: str, names: Iterable[str]) -> dict[str, float]:
-    """Each named metric of a Prometheus text page, summed over its label sets (0 when absent).
-
-    Parsed with prometheus_client.parser, which reports a counter's samples as ``<name>_total``
-    whether or not the page spells the suffix (TorchServe's ``Requests5XX`` does not), so a
-    name matches its samples with or without it.
-    """
-    sums = dict.fromkeys(names, 0.0)
-    wanted = {alias: name for name in sums for alias in (name, f"{name}_total")}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in wanted:
-                sums[wanted[sample.name]] += sample.value
-    return sums
 
 
 def ts_counters(text: str) -> dict[str, float]:

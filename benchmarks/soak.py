@@ -25,19 +25,20 @@ from typing import Any
 
 import psutil
 
-from servectl import server
-from servectl.settings import REPO, ServeSettings, free_loopback_ports
+from servectl.config.settings import REPO, ServeSettings, free_loopback_ports
+from servectl.instance import launch, readiness
+from servectl.instance.processes import running_pid, stop
 from tests.support.loadmix import Mix, Report, reference, run
 
 
 def processes(settings: ServeSettings) -> dict[str, psutil.Process]:
     """The Java frontend and each model worker of the instance, by role."""
-    pid = server.running_pid(settings)
+    pid = running_pid(settings)
     if pid is None:
         raise RuntimeError(f"soak: no TorchServe of {settings.model_name} is running")
     pgid = os.getpgid(pid)
     found: dict[str, psutil.Process] = {}
-    status = server.model_status(settings) or {}
+    status = readiness.model_status(settings) or {}
     worker_pids = {w["pid"]: f"worker {w['id']}" for w in status.get("workers", [])}
     for proc in psutil.process_iter(["name", "cmdline"]):
         try:
@@ -56,7 +57,7 @@ def processes(settings: ServeSettings) -> dict[str, psutil.Process]:
 
 def worker_identities(settings: ServeSettings) -> list[tuple[int, str]]:
     """(pid, start time) of each worker: a change over the soak means a worker restarted."""
-    status = server.model_status(settings)
+    status = readiness.model_status(settings)
     if status is None:
         raise RuntimeError(f"soak: the management API did not answer for {settings.model_name}")
     return sorted((w["pid"], w["startTime"]) for w in status["workers"])
@@ -134,9 +135,9 @@ def main() -> int:
     inference, management, metrics = free_loopback_ports(3)
     settings = ServeSettings.load(name, run_dir=run_dir).with_ports(inference, management, metrics)
     with open(run_dir / "torchserve.out", "ab") as log:
-        proc = server.start(settings, stdout=log)
+        proc = launch.start(settings, stdout=log)
     try:
-        server.wait_ready(settings, timeout=180, alive=lambda: proc.poll() is None)
+        readiness.wait_ready(settings, timeout=180, alive=lambda: proc.poll() is None)
         url = settings.inference.url
         # the first requests allocate pools and caches: sample after a warm-up under the same load
         run(url, name, mix, probs, classes, seconds=args.warmup, connections=args.connections, seed=1)
@@ -154,7 +155,7 @@ def main() -> int:
         workers_after = worker_identities(settings)
         elapsed = time.monotonic() - t0
     finally:
-        server.stop(settings)
+        stop(settings)
 
     grew = growth(start, end)
     over = {role: g for role, g in grew.items() if any(v > args.max_growth for v in g.values())}

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from benchmarks.bench import make_payloads, say, score_a_file, serving
+from common.model_card import ModelCard
 from handlers.contract.columns import locate, rows_from_columns
-from handlers.model_card import ModelCard
 from offline import archive
 from offline.spark import BATCH_ROWS, DEFAULT_MAR, answers
 

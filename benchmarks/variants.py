@@ -43,10 +43,10 @@ from benchmarks.bench import (
     serving,
     wrk,
 )
-from handlers.model_card import VARIANTS, ModelCard
+from common.model_card import VARIANTS, ModelCard
 from model import archive, export, variants
 from model.report import REPORT_FILES
-from servectl.settings import REPO
+from servectl.config.settings import REPO
 
 ARTIFACTS = REPO / "artifacts"
 BUILD = REPO / "build" / "variants"

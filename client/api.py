@@ -280,7 +280,7 @@ class Client:
                 raise
             return {**health, "detail": exc.message}
         ready = sum(1 for w in status.get("workers", []) if w.get("status") == "READY")
-        # the rule servectl.server.is_ready applies (tests/integration/test_client.py checks they agree)
+        # the rule servectl.instance.readiness.is_ready applies (tests/integration/test_client.py checks they agree)
         return {
             **health,
             "version": status.get("modelVersion"),

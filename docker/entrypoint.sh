@@ -15,14 +15,15 @@ cd "$(dirname "$0")/.."
 MODEL_NAME="${MODEL_NAME:-tabular_classifier}"
 RUN_DIR="${RUN_DIR:-.run/container}"
 OVERLAY=serve_config/config.container.properties
+SERVECTL_OVERLAY=serve_config/servectl.container.yaml
 
 command="${1:-serve}"
 [ "$#" -gt 0 ] && shift
 case "$command" in
   serve)
-    exec python -m servectl serve --model "$MODEL_NAME" --run-dir "$RUN_DIR" --config-overlay "$OVERLAY" "$@" ;;
+    exec python -m servectl serve --model "$MODEL_NAME" --run-dir "$RUN_DIR" --config-overlay "$OVERLAY" --servectl-overlay "$SERVECTL_OVERLAY" "$@" ;;
   health)
-    exec python -m servectl status --ready --model "$MODEL_NAME" --run-dir "$RUN_DIR" --config-overlay "$OVERLAY" "$@" ;;
+    exec python -m servectl status --ready --model "$MODEL_NAME" --run-dir "$RUN_DIR" --config-overlay "$OVERLAY" --servectl-overlay "$SERVECTL_OVERLAY" "$@" ;;
   *)
     echo "usage: $0 [serve|health] [servectl options]" >&2
     exit 2 ;;

@@ -26,10 +26,10 @@ from typing import Any, Protocol
 
 import torch
 
+from common.model_card import ModelCard
 from handlers.contract import Parsed, RequestError
 from handlers.describe import DESCRIBED, Described
 from handlers.explain import Explainer, ExplanationRequest, is_explanation, no_explanations
-from handlers.model_card import ModelCard
 from handlers.observability.observer import Batch, Observer
 from handlers.telemetry import Telemetry
 

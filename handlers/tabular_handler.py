@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
+from common.load_status import write_refusal
+from common.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers import runtimes, settings, worker_protocol
 from handlers.contract import Responder, encode
 from handlers.contract.envelopes import service_envelope
 from handlers.contract.model_schema import request_schema
 from handlers.explain import Explainer
-from handlers.load_status import write_refusal
-from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers.observability.observer import Observer
 from handlers.pipeline import Pipeline, Transport
 from handlers.telemetry import Telemetry
@@ -103,7 +103,7 @@ def load_model(context: Any, card: ModelCard, threads: int) -> runtimes.Runtime:
 
 def checked_card(context: Any) -> ModelCard:
     """The model card, after checking the model file against its sha256. A refusal is
-    written where servectl looks (handlers.load_status) before it is raised, so servectl
+    written where servectl looks (common.load_status) before it is raised, so servectl
     can say why at once instead of waiting out the worker's retries."""
     model_dir = context.system_properties["model_dir"]
     try:

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from common.metric_names import PREFIX
+from common.model_card import ModelCard
 from handlers.contract import RequestError
 from handlers.explain.options import ExplanationRequest
-from handlers.metric_names import PREFIX
-from handlers.model_card import ModelCard
 
 LABELS = ("model_name", "model_version")
 # 50 µs .. 10 s: the model answers a small batch in well under a millisecond

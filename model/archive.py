@@ -4,16 +4,16 @@
 
 Name and version come from the model card that ``model.export`` wrote (``make archive
 VERSION=1.1`` sets them there). It writes ``NAME.mar`` (the latest build) and the same archive as
-``NAME-VERSION.mar``, one file per version beside the others (``servectl.versions``); it refuses to
+``NAME-VERSION.mar``, one file per version beside the others (``servectl.store.versions``); it refuses to
 give a version's number to another training (the card's ``training_sha256``: other weights, names
 or training statistics) unless ``--force`` (``FORCE=1``), so a version number never silently
 means two models, while any variant of the same training may take it (``VARIANT=int8`` after a
 default build, and back). Each file is written beside its place and renamed over it, so a reader
 (TorchServe registering it) never sees half an archive, and its sha256 is recorded outside the
-store (``servectl.digests``), where servectl checks it before TorchServe runs the archive's code.
+store (``servectl.store.digests``), where servectl checks it before TorchServe runs the archive's code.
 The test split goes into the archive too: a rollout's pre-flight checks the served accuracy on
-it. The ``handlers`` folder goes into the archive as a package, so the handler imports its
-helpers the same way in the repo and inside TorchServe.
+it. The ``handlers`` and ``common`` folders go into the archive as packages, so the handler imports
+its helpers the same way in the repo and inside TorchServe.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from pathlib import Path
 
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from model.train import ARTIFACTS
-from servectl import digests
+from servectl.store import digests
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "handlers" / "tabular_handler.py"
+COMMON = REPO / "common"
 MODEL_CONFIG = REPO / "serve_config" / "model-config.yaml"
 MODEL_STORE = Path("model_store")
 BUILD = Path("build/archive")
@@ -111,7 +112,8 @@ def archive(
         check_version_is_free(card, versioned, artifacts / card.model_file)
     extra = build / "extra"
     shutil.rmtree(build, ignore_errors=True)
-    shutil.copytree(HANDLER.parent, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in (HANDLER.parent, COMMON):  # the handler imports common/ (model card, load status)
+        shutil.copytree(package, extra / package.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(artifacts / METADATA_FILE, extra / METADATA_FILE)
     for name in card.references:  # the training report, so a served model shows how it was made
         shutil.copy2(artifacts / name, extra / name)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from handlers.model_card import DEFAULT_VARIANT, METADATA_FILE, VARIANTS, ModelCard, sha256_of
+from common.model_card import DEFAULT_VARIANT, METADATA_FILE, VARIANTS, ModelCard, sha256_of
 from model import variants
 from model.data import Dataset
 from model.network import TabularMLP

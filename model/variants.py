@@ -1,7 +1,7 @@
 """Build each model variant from the eager network, and the gates every variant must pass.
 
 The variants themselves (file name, runtime, autograd) are listed once, in
-``handlers.model_card.VARIANTS``; this module knows how to write each file and how close to
+``common.model_card.VARIANTS``; this module knows how to write each file and how close to
 the eager model its answers must be. Parity is checked on the file as the handler loads it
 (``handlers.runtimes``), not on the in-memory object.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.model_card import VARIANTS, Variant
 from handlers import runtimes
-from handlers.model_card import VARIANTS, Variant
 from model.network import TabularMLP
 
 Builder = Callable[[TabularMLP, torch.Tensor, Path], None]

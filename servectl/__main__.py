@@ -15,17 +15,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from servectl import canary, draining, lifecycle, server, watcher
-from servectl.java import JavaError, find_java
+from servectl import errors
+from servectl.config.settings import REPO, ServeSettings
+from servectl.instance import draining, launch, processes, readiness, tokens
+from servectl.instance.java import JavaError, find_java
 from servectl.options import instance, instance_options
-from servectl.settings import REPO, ServeSettings
+from servectl.release import canary, lifecycle, watcher
 
 
 def banner(settings: ServeSettings, status: dict[str, Any]) -> str:
     """What to try once READY. It never holds a secret (terminal scrollback, CI and container
     logs keep it): with token auth on, the curl reads the key with ``servectl token`` itself."""
     auth = f' -H "Authorization: Bearer $({token_command(settings)})"' if settings.token_auth else ""
-    ready = server.ready_workers(status)
+    ready = readiness.ready_workers(status)
     url = f"{settings.inference.url}/predictions/{settings.model_name}"
     return (
         f"\n{settings.model_name} {status.get('modelVersion', '')} is READY "
@@ -51,39 +53,40 @@ def cmd_java(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    token = server.keys(instance(args)).get("inference")
+    token = tokens.keys(instance(args)).get("inference")
     if token:
         print(token)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = server.model_status(instance(args), timeout=args.timeout)
+    status = readiness.model_status(instance(args), timeout=args.timeout)
     print(json.dumps(status, indent=2) if status else "not running")
     if args.ready:  # a health check: registered is not enough, the workers must be READY
-        return 0 if server.is_ready(status) else 1
+        return 0 if readiness.is_ready(status) else 1
     return 0 if status else 1
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    canary.stop_proxy(instance(args))
-    stopped = server.stop(instance(args), timeout=args.timeout)
+    settings = instance(args)
+    canary.stop_proxy(settings)
+    stopped = processes.stop(settings, timeout=args.timeout)
     print("stopped" if stopped else "no server of this project was running")
     return 0
 
 
 def cmd_start(args: argparse.Namespace) -> int:
     settings = instance(args)
-    if server.instance_group(settings) is not None:
-        raise server.ServeError("already running ('make stop' first)")
+    if processes.instance_group(settings) is not None:
+        raise errors.ServeError("already running ('make stop' first)")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.run_dir / "torchserve.out", "ab") as log:
-        proc = server.start(settings, stdout=log)
+        proc = launch.start(settings, stdout=log)
     try:
-        status = server.wait_ready(settings, args.timeout, alive=running(proc))
+        status = readiness.wait_ready(settings, args.timeout, alive=running(proc))
         lifecycle.restore(settings, args.timeout)
-    except server.ServeError:
-        server.stop(settings)
+    except errors.ServeError:
+        processes.stop(settings)
         raise
     print(banner(settings, status))
     return 0
@@ -101,15 +104,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve in the foreground. A stop that was asked for (SIGTERM, Ctrl-C) drains and exits 0;
     TorchServe ending by itself (a killed JVM) exits 1, so a restart policy brings it back."""
     settings = instance(args)
-    proc = server.start(settings)
+    proc = launch.start(settings)
     signal.signal(signal.SIGTERM, _stopping)
     try:
-        status = server.wait_ready(settings, args.timeout, alive=running(proc))
+        status = readiness.wait_ready(settings, args.timeout, alive=running(proc))
         lifecycle.restore(settings, args.timeout)
         print(banner(settings, status), flush=True)
         print("Ctrl-C stops the server.", flush=True)
         code = proc.wait()
-        print(f"servectl: error: TorchServe exited by itself (exit code {code})\n{server.log_tail(settings)}",
+        print(f"servectl: error: TorchServe exited by itself (exit code {code})\n{readiness.log_tail(settings)}",
               file=sys.stderr, flush=True)
         return 1
     except (KeyboardInterrupt, Stopping):
@@ -119,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("drained" if drained else "still busy after the drain timeout: stopping anyway", flush=True)
         return 0
     finally:
-        server.stop(settings)
+        processes.stop(settings)
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
@@ -128,8 +131,9 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    lifecycle.rollout(instance(args), args.version, force=args.force, timeout=args.timeout)
-    spawn_watcher(instance(args))
+    settings = instance(args)
+    lifecycle.rollout(settings, args.version, force=args.force, timeout=args.timeout)
+    spawn_watcher(settings)
     return 0
 
 
@@ -141,7 +145,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def spawn_watcher(settings: ServeSettings) -> None:
     """Start ``servectl watch`` for this instance in the background (serve_config/lifecycle.yaml
     ``watch.auto``), logging to RUN_DIR/watcher.log; it ends with its window."""
-    if not lifecycle.LifecycleConfig.load().watch_auto:
+    if not settings.lifecycle.watch.auto:
         return
     ports = [settings.inference.port, settings.management.port, settings.metrics.port, settings.model_metrics.port]
     argv = [sys.executable, "-m", "servectl", "watch", "--model", settings.model_name,
@@ -160,15 +164,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    percent = args.percent if args.percent is not None else lifecycle.LifecycleConfig.load().canary_percent
-    canary.start_canary(instance(args), args.version, percent, port=args.proxy_port, force=args.force)
-    spawn_watcher(instance(args))
+    settings = instance(args)
+    percent = args.percent if args.percent is not None else settings.lifecycle.canary_percent
+    canary.start_canary(settings, args.version, percent, port=args.proxy_port, force=args.force)
+    spawn_watcher(settings)
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    canary.promote(instance(args))
-    spawn_watcher(instance(args))
+    settings = instance(args)
+    canary.promote(settings)
+    spawn_watcher(settings)
     return 0
 
 
@@ -178,7 +184,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
 
 
 def lifecycle_commands(commands: Any, shared: list[argparse.ArgumentParser]) -> None:
-    """versions, rollout, rollback, retire: servectl.lifecycle against a running instance."""
+    """versions, rollout, rollback, retire: servectl.release.lifecycle against a running instance."""
     commands.add_parser("versions", parents=shared, help="versions built and loaded").set_defaults(func=cmd_versions)
     rollout = commands.add_parser("rollout", parents=shared, help="load a version, check it, make it the default")
     rollout.add_argument("version")
@@ -234,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (server.ServeError, JavaError) as exc:
+    except (errors.ServeError, JavaError) as exc:
         print(f"servectl: error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,5 +1,5 @@
 """The options that say which instance a command means, shared by ``python -m servectl`` and
-``python -m servectl.monitor`` (the Makefile passes the same SERVE_ARGS to both)."""
+``python -m servectl.metrics.monitor`` (the Makefile passes the same SERVE_ARGS to both)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
 
 
 def key_value(item: str) -> tuple[str, str]:
@@ -41,6 +41,9 @@ def instance_options() -> argparse.ArgumentParser:
     parent.add_argument(
         "--config-overlay", type=Path, help="properties file overriding config.properties keys (deployments)"
     )
+    parent.add_argument(
+        "--servectl-overlay", type=Path, help="YAML file overriding serve_config/servectl.yaml keys (deployments)"
+    )
     parent.add_argument("--model-store", type=Path, help="folder holding MODEL.mar (default model_store/)")
     parent.add_argument(
         "--set",
@@ -55,7 +58,7 @@ def instance_options() -> argparse.ArgumentParser:
 
 def instance(args: argparse.Namespace) -> ServeSettings:
     """The settings the instance options describe."""
-    settings = ServeSettings.load(args.model, overlay=args.config_overlay)
+    settings = ServeSettings.load(args.model, overlay=args.config_overlay, servectl_overlay=args.servectl_overlay)
     if args.run_dir:
         settings = replace(settings, run_dir=args.run_dir.resolve())
     if args.model_store:

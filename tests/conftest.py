@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.model_card import METADATA_FILE, ModelCard
 from handlers import settings as handler_settings
-from handlers.model_card import METADATA_FILE, ModelCard
-from servectl import model_config, server
-from servectl.settings import ServeSettings
-from servectl.settings import free_loopback_ports as free_ports
+from servectl.config import model_config
+from servectl.config.settings import ServeSettings
+from servectl.config.settings import free_loopback_ports as free_ports
+from servectl.instance import launch, processes, readiness
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
@@ -55,12 +56,12 @@ def live(built_card, tmp_path_factory) -> ServeSettings:
     run_dir = tmp_path_factory.mktemp("torchserve")
     settings = ServeSettings.load(built_card.model_name, run_dir=run_dir).with_ports(*free_ports(3))
     with open(run_dir / "torchserve.out", "ab") as out:
-        proc = server.start(settings, stdout=out)
+        proc = launch.start(settings, stdout=out)
     try:
-        server.wait_ready(settings, timeout=120, alive=lambda: proc.poll() is None)
+        readiness.wait_ready(settings, timeout=120, alive=lambda: proc.poll() is None)
         yield settings
     finally:
-        server.stop(settings)
+        processes.stop(settings)
 
 
 @pytest.fixture(scope="session")
@@ -92,10 +93,10 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def variant_artifacts(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ModelCard]]:
-    """The tiny model exported as each variant (handlers.model_card.VARIANTS), one folder each."""
+    """The tiny model exported as each variant (common.model_card.VARIANTS), one folder each."""
     import shutil
 
-    from handlers.model_card import VARIANTS
+    from common.model_card import VARIANTS
     from model import export
 
     def build(name: str) -> tuple[Path, ModelCard]:

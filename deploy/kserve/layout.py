@@ -20,11 +20,10 @@ import json
 import shutil
 from pathlib import Path
 
-import yaml
-
-from handlers.model_card import METADATA_FILE, ModelCard
-from servectl.properties import read_properties, write_properties
-from servectl.settings import CONFIG_PROPERTIES, REPO, SERVE_CONFIG
+from common.model_card import METADATA_FILE, ModelCard
+from servectl.config import model_config
+from servectl.config.properties import read_properties, write_properties
+from servectl.config.settings import CONFIG_PROPERTIES, REPO
 
 MOUNT = "/mnt/models"  # where KServe's storage initializer puts storageUri's content
 KSERVE_KEYS = {
@@ -44,9 +43,9 @@ KSERVE_KEYS = {
     "enable_model_api": "false",
 }
 ENVELOPE_BATCH_SIZE = 1
-# Keys that point into this repo, or are servectl's own (the model-metrics exporter is
-# started by servectl, which KServe's image does not run): no meaning there.
-DROPPED = ("metrics_config", "load_models", "model_metrics_address")
+# Keys that point into this repo: no meaning there (servectl's own keys, which KServe's image
+# does not run, are in serve_config/servectl.yaml, not in config.properties).
+DROPPED = ("metrics_config", "load_models")
 
 
 def kserve_properties(card: ModelCard, mar_name: str) -> dict[str, str]:
@@ -54,11 +53,14 @@ def kserve_properties(card: ModelCard, mar_name: str) -> dict[str, str]:
     for key in DROPPED:
         props.pop(key, None)
     props.update(KSERVE_KEYS)
-    model_config = yaml.safe_load((SERVE_CONFIG / "model-config.yaml").read_text())
+    config = model_config.load()
     version = {
         "defaultVersion": True,
         "marName": mar_name,
-        **{k: model_config[k] for k in ("minWorkers", "maxWorkers", "maxBatchDelay", "responseTimeout")},
+        "minWorkers": config.min_workers,
+        "maxWorkers": config.max_workers,
+        "maxBatchDelay": config.max_batch_delay_ms,
+        "responseTimeout": config.response_timeout_s,
         # KServe's envelopes read only the first request of a batch and return one answer:
         # TorchServe fails a batch of two or more with 503 (handlers/contract/envelopes.py).
         # The snapshot's value overrides the batchSize packed in the .mar.

@@ -6,8 +6,8 @@ with the same rules (``offline.spark`` on Spark executors) builds the very same 
 
 from __future__ import annotations
 
+from common.model_card import ModelCard
 from handlers.contract.validation import Schema
-from handlers.model_card import ModelCard
 
 
 def request_schema(card: ModelCard, max_rows: int, input_range_widths: float | None) -> Schema:

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from common.model_card import ModelCard
 from handlers.contract import Parsed, RequestError, Schema
 from handlers.explain.attribution import Attributions, attribute, integrated_gradients
 from handlers.explain.options import ExplanationRequest, Options
-from handlers.model_card import ModelCard
 from handlers.settings import ExplainSettings
 
 METHOD = "integrated_gradients"

@@ -18,9 +18,9 @@ from typing import Any, NoReturn
 
 import torch
 
+from common.model_card import ModelCard
 from handlers.contract import FLOAT32_MAX, Parsed, RequestError, Schema
 from handlers.contract.validation import _checked
-from handlers.model_card import ModelCard
 from handlers.settings import ExplainSettings
 
 HEADER = "explain"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from servectl.settings import free_loopback_ports
+from servectl.config.settings import free_loopback_ports
 from tests.container.conftest import MODEL, REPO, ROW, Docker, poll
 
 REPLICAS = ("torchserve-a", "torchserve-b")

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from servectl import digests
+from servectl.store import digests
 from tests.container.conftest import MIN_WORKERS, MODEL, REPO, ROW, Docker, poll, predict
 
 GRACE_SECONDS = 40  # docker stop -t: compose's stop_grace_period (tests/deploy checks it is the same)

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servectl.canary import with_access_log
+from servectl.release.canary import with_access_log
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DOCKER = REPO / "docker"
 KUBERNETES = REPO / "deploy" / "kubernetes"
 ENTRYPOINT = DOCKER / "entrypoint.sh"
 OVERLAY = REPO / "serve_config" / "config.container.properties"
+SERVECTL_OVERLAY = REPO / "serve_config" / "servectl.container.yaml"  # the same for servectl.yaml
 
 
 def load_yaml_docs(path: Path) -> list[dict]:

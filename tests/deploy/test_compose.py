@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servectl import monitor
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.metrics import monitor
 from tests.conftest import SHIPPED
-from tests.deploy.conftest import DOCKER, OVERLAY, REPO, dockerfile_instructions, exec_form
+from tests.deploy.conftest import DOCKER, OVERLAY, REPO, SERVECTL_OVERLAY, dockerfile_instructions, exec_form
 
 SERVE_CONFIG = REPO / "serve_config"
-IMAGE = ServeSettings.load("m", overlay=OVERLAY)  # the addresses TorchServe serves on in the container
+IMAGE = ServeSettings.load("m", overlay=OVERLAY, servectl_overlay=SERVECTL_OVERLAY)  # the addresses TorchServe serves on in the container
 IMAGE_TAG = "torchserve-tabular:1.0"  # make image's IMAGE (tests/deploy/test_make_targets.py)
 
 

@@ -68,9 +68,7 @@ def test_runtime_stage_holds_only_what_serving_needs():
     assert sources == {
         "/opt/venv",
         "/src/servectl/",
-        "/src/handlers/load_status.py",
-        "/src/handlers/metric_names.py",
-        "/src/handlers/model_card.py",
+        "/src/common/",
         "/src/serve_config/",
         "/src/model_store/",
         "/src/model_store.sha256",
@@ -131,7 +129,7 @@ def test_build_context_leaves_out_venv_tests_data_and_build_outputs():
                  "servectl/__pycache__/server.cpython-311.pyc"):
         assert dockerignore_excludes(path), path
     for path in ("Makefile", "requirements.lock", "requirements-serve.lock", "model/train.py",
-                 "handlers/tabular_handler.py", "servectl/server.py", "serve_config/config.properties",
+                 "handlers/tabular_handler.py", "common/model_card.py", "servectl/server.py", "serve_config/config.properties",
                  "docker/entrypoint.sh"):
         assert not dockerignore_excludes(path), path
 
@@ -188,20 +186,20 @@ def test_runtime_lock_pins_what_the_tests_run_with_and_is_closed_under_dependenc
 def third_party_imports(folder: Path) -> set[str]:
     """Top-level modules the code in ``folder`` imports that are neither stdlib nor the project's."""
     found = set()
-    for path in folder.glob("*.py"):
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
-    return found - set(sys.stdlib_module_names) - {"handlers", "servectl", "__future__"}
+    return found - set(sys.stdlib_module_names) - {"common", "handlers", "servectl", "__future__"}
 
 
 def test_runtime_lock_provides_every_import_of_the_served_code():
-    """What runs in the image: servectl, and the handler package packed into the .mar."""
+    """What runs in the image: servectl, common/, and the handler package packed into the .mar."""
     serve = locked(REPO / "requirements-serve.lock")
     owners = packages_distributions()
-    imports = third_party_imports(REPO / "servectl") | third_party_imports(REPO / "handlers")
+    imports = set().union(*(third_party_imports(REPO / folder) for folder in ("servectl", "common", "handlers")))
     assert {"torch", "ts", "requests"} <= imports
     for module in sorted(imports):
         dists = {canonicalize_name(d) for d in owners.get(module, [])}

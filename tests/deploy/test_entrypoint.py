@@ -16,11 +16,11 @@ import pytest
 import requests
 import torch
 
-from servectl import server
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.instance import processes
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL, free_ports
-from tests.deploy.conftest import ENTRYPOINT, OVERLAY, REPO
+from tests.deploy.conftest import ENTRYPOINT, OVERLAY, REPO, SERVECTL_OVERLAY
 
 ANY, LOOPBACK = "any", "loopback"
 
@@ -66,7 +66,7 @@ def entry(tmp_path_factory, built_card):
     def health() -> int:
         return subprocess.run([str(ENTRYPOINT), "health", *port_args], env=env, capture_output=True, timeout=30).returncode
 
-    settings = ServeSettings.load(built_card.model_name, overlay=OVERLAY, run_dir=run_dir).with_ports(*ports)
+    settings = ServeSettings.load(built_card.model_name, overlay=OVERLAY, servectl_overlay=SERVECTL_OVERLAY, run_dir=run_dir).with_ports(*ports)
     assert health() == 1, "nothing runs yet: health must fail"
     with open(run_dir / "entrypoint.out", "wb") as out:
         proc = subprocess.Popen([str(ENTRYPOINT), "serve", *port_args], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -84,7 +84,7 @@ def entry(tmp_path_factory, built_card):
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        server.stop(settings)
+        processes.stop(settings)
 
 
 def test_entry_script_serves_the_models_predictions(entry, built_card, built_model, test_split):
@@ -107,7 +107,7 @@ def test_binds_like_the_image_inference_and_metrics_open_management_on_loopback(
 
 def test_sigterm_stops_server_and_workers_and_health_fails_after(entry):
     proc, settings, health = entry
-    pid = server.running_pid(settings)
+    pid = processes.running_pid(settings)
     assert pid is not None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, "servectl exits cleanly on SIGTERM (docker stop, pod deletion)"

@@ -10,10 +10,18 @@ import pytest
 import yaml
 
 from deploy.kserve.layout import lay_out
-from servectl import monitor
-from servectl.settings import ServeSettings, read_properties
+from servectl.config.settings import ServeSettings, read_properties
+from servectl.metrics import monitor
 from tests.conftest import MODEL_CONFIG
-from tests.deploy.conftest import KUBERNETES, OVERLAY, REPO, dockerfile_instructions, exec_form, load_yaml_docs
+from tests.deploy.conftest import (
+    KUBERNETES,
+    OVERLAY,
+    REPO,
+    SERVECTL_OVERLAY,
+    dockerfile_instructions,
+    exec_form,
+    load_yaml_docs,
+)
 
 K8S_VERSION = "1.33.0"  # validate against a released, widely deployed version
 CORE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap"}
@@ -71,7 +79,7 @@ def pod_settings(resources) -> ServeSettings:
     """What servectl serves in the pod: the image's overlay plus the manifest's arguments."""
     args = container(resources)["args"]
     assert args[0] == "serve" and len(args) % 2 == 1
-    settings = ServeSettings.load("m", overlay=OVERLAY)
+    settings = ServeSettings.load("m", overlay=OVERLAY, servectl_overlay=SERVECTL_OVERLAY)
     assert set(args[1::2]) == {"--set"}
     sets = dict(value.split("=", 1) for value in args[2::2])
     return settings.with_properties(**sets)
@@ -191,7 +199,7 @@ def test_service_monitor_scrapes_both_metric_endpoints(resources):
 def test_service_monitor_jobs_are_the_ones_the_rules_select_on(resources):
     """serve_config/prometheus.yml names a job per metrics port; the alert rules use those names."""
     local = yaml.safe_load((REPO / "serve_config/prometheus.yml").read_text())
-    container = ServeSettings.load("m", overlay=OVERLAY)
+    container = ServeSettings.load("m", overlay=OVERLAY, servectl_overlay=SERVECTL_OVERLAY)
     job_by_port = {getattr(container, monitor.JOBS[job["job_name"]]).port: job["job_name"] for job in local["scrape_configs"]}
     port_numbers = {p["name"]: p["port"] for p in resources["Service"]["spec"]["ports"]}
     for endpoint in resources["ServiceMonitor"]["spec"]["endpoints"]:

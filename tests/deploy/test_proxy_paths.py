@@ -16,8 +16,8 @@ from dataclasses import replace
 import pytest
 import requests
 
-from servectl import canary, lifecycle
-from servectl.settings import Endpoint, ServeSettings
+from servectl.config.settings import Endpoint, ServeSettings
+from servectl.release import canary
 from servectl.waiting import wait_for
 from tests.conftest import free_ports
 from tests.deploy.conftest import nginx_cmd, render_nginx
@@ -121,10 +121,11 @@ def test_the_canary_proxy_strips_describe_refuses_pinned_paths_and_logs_the_spli
     assert logged() == [(f"/predictions/{MODEL}/1.1", 200)] * len(split)
 
 
-def test_the_canary_proxy_forwards_pinned_paths_when_the_setting_says_so(canary_settings, upstream, monkeypatch):
-    exposed = replace(lifecycle.LifecycleConfig.load(), expose_pinned_versions=True)
-    monkeypatch.setattr(lifecycle.LifecycleConfig, "load", classmethod(lambda cls, path=None: exposed))
-    endpoint = canary.apply(canary_settings, None, 0, free_ports(1)[0])
+def test_the_canary_proxy_forwards_pinned_paths_when_the_setting_says_so(canary_settings, upstream):
+    shipped = canary_settings.lifecycle
+    proxy = shipped.proxy.model_copy(update={"expose_pinned_versions": True})
+    exposed = replace(canary_settings, lifecycle=shipped.model_copy(update={"proxy": proxy}))
+    endpoint = canary.apply(exposed, None, 0, free_ports(1)[0])
     status, seen = reached(upstream, endpoint.url, f"/predictions/{MODEL}/1.1")
     assert status == 200 and seen is not None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from servectl.server import is_ready
-from servectl.settings import CONFIG_PROPERTIES, ServeSettings, read_properties
+from servectl.config.settings import CONFIG_PROPERTIES, ServeSettings, read_properties
+from servectl.instance.readiness import is_ready
 
 
 def status(min_workers: int, states: list[str]) -> dict:

@@ -23,7 +23,7 @@ def copy_of_repo(dst: Path) -> Path:
             shutil.copy2(REPO / name, dst / name)
     for folder in ("artifacts", "model_store"):
         shutil.copytree(REPO / folder, dst / folder)
-    shutil.copy2(REPO / "model_store.sha256", dst / "model_store.sha256")  # servectl.digests' record
+    shutil.copy2(REPO / "model_store.sha256", dst / "model_store.sha256")  # servectl.store.digests' record
     (dst / "build").mkdir()
     for stamp in (REPO / "build").glob("*.params"):
         shutil.copy2(stamp, dst / "build" / stamp.name)

@@ -12,7 +12,7 @@ import numpy as np
 import requests
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from tests.conftest import ANSWER_TIMEOUT, PROBABILITY_ATOL
 from tests.support.lifecycle import probabilities
 from tests.support.loadmix import Mix, Report, run

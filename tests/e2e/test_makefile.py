@@ -12,8 +12,8 @@ import threading
 import psutil
 import pytest
 
-from servectl.server import running_pid
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.instance.processes import running_pid
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, REPO, SHIPPED, free_ports
 

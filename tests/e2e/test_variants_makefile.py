@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from handlers.model_card import VARIANTS
+from common.model_card import VARIANTS
 from tests.conftest import ANSWER_TIMEOUT, SHIPPED
 from tests.e2e.test_makefile import readme_curl
 

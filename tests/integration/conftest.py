@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import requests
 
-from benchmarks.report import metric_sums
-from servectl import server
-from servectl.settings import ServeSettings
+from common.prometheus import metric_sums
+from servectl.config.settings import ServeSettings
+from servectl.instance import readiness
 
 
 def workers(settings: ServeSettings) -> list[tuple[int, str]]:
     """(pid, start time) of each worker: a restart changes them."""
-    status = server.model_status(settings)
+    status = readiness.model_status(settings)
     return sorted((w["pid"], w["startTime"]) for w in status["workers"])
 
 

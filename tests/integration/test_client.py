@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from client import Client, ClientConfig, PredictionError
-from servectl import server
+from servectl.instance import readiness
 from tests.conftest import MODEL_CONFIG, PROBABILITY_ATOL, REPO, free_ports
 from tests.unit.test_contract import ERRORS
 
@@ -64,7 +64,7 @@ def test_predict_accepts_rows_dicts_tables_csv_and_npy(client, built_card, test_
 def test_metadata_and_health(client, live, built_card):
     assert client.metadata()["feature_names"] == list(built_card.feature_names)
     health = client.health()
-    assert health["ready"] is server.is_ready(server.model_status(live)) is True  # servectl's readiness rule
+    assert health["ready"] is readiness.is_ready(readiness.model_status(live)) is True  # servectl's readiness rule
     assert health["ready_workers"] == health["min_workers"] == MODEL_CONFIG.min_workers
 
 

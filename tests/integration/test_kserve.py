@@ -29,12 +29,12 @@ import pytest
 import requests
 import torch
 
+from common.model_card import ModelCard
 from deploy.kserve.layout import lay_out
 from handlers.explain.attribution import attribute
-from handlers.model_card import ModelCard
-from servectl.java import find_java, install_allowed
-from servectl.server import stop_group
-from servectl.settings import read_properties, write_properties
+from servectl.config.settings import read_properties, write_properties
+from servectl.instance.java import find_java, install_allowed
+from servectl.instance.processes import stop_group
 from servectl.waiting import wait_for
 from tests.conftest import HANDLER_SETTINGS, free_ports
 

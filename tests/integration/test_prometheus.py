@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from handlers.telemetry import PREFIX
-from servectl import monitor
+from servectl.metrics import monitor
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, MODEL_CONFIG, REPO, free_ports
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 import torch
 
-from servectl import server
+from servectl.instance import readiness
 from tests.conftest import ANSWER_TIMEOUT, MODEL_CONFIG, PROBABILITY_ATOL
 from tests.integration.conftest import frontend_metric, workers
 
@@ -28,8 +28,8 @@ def expected(built_model, test_split):
 
 def test_ping_and_readiness(live):
     assert requests.get(f"{live.inference.url}/ping", timeout=5).json() == {"status": "Healthy"}
-    status = server.model_status(live)
-    assert server.is_ready(status) and status["minWorkers"] == MODEL_CONFIG.min_workers
+    status = readiness.model_status(live)
+    assert readiness.is_ready(status) and status["minWorkers"] == MODEL_CONFIG.min_workers
 
 
 def test_served_predictions_equal_the_in_process_model(predict_url, built_card, test_split, expected):

@@ -13,7 +13,7 @@ import pytest
 import requests
 import torch
 
-from handlers.model_card import VARIANTS
+from common.model_card import VARIANTS
 from model import archive, export, variants
 from model.report import REPORT_FILES
 from tests.conftest import ANSWER_TIMEOUT, ARTIFACTS, PROBABILITY_ATOL

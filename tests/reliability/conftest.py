@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from servectl import digests, server
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.instance import launch, processes, readiness
+from servectl.store import digests
 from tests.conftest import free_ports
 from tests.integration.conftest import frontend_metric, workers
 from tests.support.loadmix import Mix
@@ -32,17 +33,17 @@ def own_server(
     if model_store is not None:
         settings = replace(settings, model_store=model_store)
     with open(run_dir / "torchserve.out", "ab") as out:
-        proc = server.start(settings, stdout=out)
+        proc = launch.start(settings, stdout=out)
     try:
-        server.wait_ready(settings, timeout=timeout, alive=lambda: proc.poll() is None)
+        readiness.wait_ready(settings, timeout=timeout, alive=lambda: proc.poll() is None)
         yield settings
     finally:
-        server.stop(settings)
+        processes.stop(settings)
 
 
 def repacked_mar(src: Path, store: Path, change: dict[str, bytes | None], record: bool = True) -> Path:
     """A copy of the .mar in ``store`` with some members replaced (bytes) or kept (None).
-    ``record``: the test acts as the builder and records its digest (servectl.digests), so
+    ``record``: the test acts as the builder and records its digest (servectl.store.digests), so
     servectl serves it and what is tested is the handler's own checks; False: a tampered file."""
     store.mkdir(parents=True, exist_ok=True)
     dst = store / src.name

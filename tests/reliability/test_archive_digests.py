@@ -1,5 +1,5 @@
 """A tampered archive never reaches TorchServe: servectl checks each archive against the digest
-``model.archive`` recorded outside the store (``servectl.digests``) before it starts or
+``model.archive`` recorded outside the store (``servectl.store.digests``) before it starts or
 registers it. The card's sha256 cannot do this: it lives in the same ``.mar`` and covers the
 model file only, and the archive's handler code runs before the handler checks anything."""
 
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from servectl import digests, server
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import ServeSettings
+from servectl.instance import processes
+from servectl.instance.management import Management
+from servectl.store import digests
 from tests.conftest import REPO, free_ports
 from tests.reliability.conftest import repacked_mar
 
@@ -55,8 +56,8 @@ def test_servectl_start_refuses_a_tampered_archive_before_its_code_runs(built_ca
         assert "Traceback" not in proc.stderr
         assert not marker.exists(), "the tampered archive's handler ran"
     finally:
-        server.stop(ServeSettings.load(built_card.model_name, run_dir=run_dir))
-    assert server.running_pid(ServeSettings.load(built_card.model_name, run_dir=run_dir)) is None
+        processes.stop(ServeSettings.load(built_card.model_name, run_dir=run_dir))
+    assert processes.running_pid(ServeSettings.load(built_card.model_name, run_dir=run_dir)) is None
 
 
 def test_the_genuine_archive_copied_with_its_digest_starts(built_card, tmp_path):
@@ -69,7 +70,7 @@ def test_the_genuine_archive_copied_with_its_digest_starts(built_card, tmp_path)
         proc = start(store, run_dir, built_card.model_name, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     finally:
-        server.stop(ServeSettings.load(built_card.model_name, run_dir=run_dir))
+        processes.stop(ServeSettings.load(built_card.model_name, run_dir=run_dir))
 
 
 def test_registering_a_tampered_version_is_refused_before_torchserve_is_asked(built_card, tmp_path):

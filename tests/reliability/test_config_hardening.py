@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from servectl.__main__ import main
-from servectl.settings import CONFIG_PROPERTIES, ServeSettings, read_properties
+from servectl.config.settings import CONFIG_PROPERTIES, ServeSettings, read_properties
 
 ADDRESSES = ("inference_address", "management_address", "metrics_address")
 
@@ -17,7 +17,7 @@ def test_the_shipped_config_binds_every_server_to_loopback_and_restricts_registr
     props = read_properties(CONFIG_PROPERTIES)
     assert all(urlsplit(props[key]).hostname == "127.0.0.1" for key in ADDRESSES)
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
-    # registration (servectl.lifecycle) on the loopback management port, from the store only
+    # registration (servectl.release.lifecycle) on the loopback management port, from the store only
     assert props["enable_model_api"] == "true" and props["enable_envvars_config"] == "false"
     assert props["allowed_urls"].startswith("file://") and "http" not in props["allowed_urls"]
     assert 0 < int(props["max_request_size"]) <= 16 * 2**20  # a hardening cap, not a copy of the value

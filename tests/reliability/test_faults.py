@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 import pytest
 import requests
 
-from servectl import server
+from servectl.instance import readiness
 from servectl.waiting import wait_for
 from tests.conftest import MODEL_CONFIG, REPO
 from tests.integration.conftest import frontend_metric
@@ -40,9 +40,9 @@ def victim(built_card, tmp_path_factory):
 
 def ready_without(settings, dead_pid: int) -> bool:
     """servectl's readiness rule holds and no READY worker is ``dead_pid``."""
-    status = server.model_status(settings)
+    status = readiness.model_status(settings)
     ready = [w["pid"] for w in (status or {}).get("workers", []) if w["status"] == "READY"]
-    return server.is_ready(status) and dead_pid not in ready
+    return readiness.is_ready(status) and dead_pid not in ready
 
 
 def test_a_killed_worker_is_replaced_under_load_and_no_request_hangs(victim, mix, reference, built_card):
@@ -113,7 +113,7 @@ def test_with_no_workers_a_request_gets_a_clear_503_at_once(victim, reference):
     scaled = requests.put(manage, params={"min_worker": 0, "max_worker": 0, "synchronous": "true"}, timeout=60)
     assert scaled.status_code == 200, scaled.text
     try:
-        assert server.model_status(victim)["workers"] == []
+        assert readiness.model_status(victim)["workers"] == []
         t0 = time.monotonic()
         # queued instead of refused, it would wait for a worker that never comes (no
         # clientTimeoutInMills): the client's timeout tells the two apart on any machine
@@ -123,7 +123,7 @@ def test_with_no_workers_a_request_gets_a_clear_503_at_once(victim, reference):
     finally:
         requests.put(manage, params={"min_worker": MODEL_CONFIG.min_workers, "max_worker": MODEL_CONFIG.max_workers,
                                      "synchronous": "true"}, timeout=120)
-    server.wait_ready(victim, timeout=RECOVERY_BOUND)
+    readiness.wait_ready(victim, timeout=RECOVERY_BOUND)
     assert requests.post(url, json=body, timeout=RESPONSE_TIMEOUT).status_code == 200
 
 
@@ -166,7 +166,7 @@ def test_workers_that_stop_answering_are_bounded_by_the_response_timeout(built_c
             assert status == 200 or (status == 500 and json.loads(text)["message"] == WORKER_DIED), text
             assert took < answered_within, f"answered only after {took:.0f} s"
         assert any(took >= FROZEN_TIMEOUT for _, _, took in answers)  # they really waited for the timeout
-        server.wait_ready(settings, timeout=RECOVERY_BOUND)
+        readiness.wait_ready(settings, timeout=RECOVERY_BOUND)
         assert requests.post(url, data=body, headers={"Content-Type": "application/json"},
                              timeout=RESPONSE_TIMEOUT).status_code == 200
         # the worker that held the batch was replaced (an idle frozen one had nothing to time out)

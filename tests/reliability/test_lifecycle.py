@@ -20,14 +20,16 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from client.api import Client, ClientConfig
-from handlers.metric_names import PREFIX
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.metric_names import PREFIX
+from common.model_card import METADATA_FILE, ModelCard
 from model import archive, export
-from servectl import canary, digests, lifecycle, server, versions
+from servectl.config.settings import Endpoint, ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import Endpoint, ServeSettings
-from servectl.watcher import WatchConfig, watch
+from servectl.instance import processes, readiness
+from servectl.instance.management import Management
+from servectl.release import canary, lifecycle
+from servectl.release.watcher import watch
+from servectl.store import digests, versions
 from tests.conftest import PROBABILITY_ATOL, REPO, free_ports
 from tests.reliability.conftest import repacked_mar
 from tests.support.lifecycle import StepReport, lifecycle_server, probabilities, under_load
@@ -86,7 +88,7 @@ def test_the_client_lists_the_versions_and_pins_a_request_to_one(life, reference
 
 def test_the_default_and_the_loaded_versions_survive_a_restart(life, reference):
     settings, _, old, new = life
-    server.stop(settings)
+    processes.stop(settings)
     ports = [settings.inference.port, settings.management.port, settings.metrics.port, settings.model_metrics.port]
     subprocess.run(
         [sys.executable, "-m", "servectl", "start", "--model", settings.model_name, "--run-dir", str(settings.run_dir),
@@ -94,7 +96,7 @@ def test_the_default_and_the_loaded_versions_survive_a_restart(life, reference):
         cwd=REPO, check=True, timeout=300,
     )
     loaded = Management(settings).versions()
-    assert set(loaded) == {old, new} and all(lifecycle.ready_count(d) >= 1 for d in loaded.values())
+    assert set(loaded) == {old, new} and all(readiness.ready_workers(d) >= 1 for d in loaded.values())
     assert Management(settings).default_version() == new
     assert answering_version(settings, reference[0][:2].tolist()) == new
 
@@ -188,7 +190,7 @@ def test_the_watcher_rolls_a_bad_canary_back_under_load_and_says_why(life, mix, 
     with pytest.raises(ServeError, match="below the card"):
         canary.start_canary(settings, bad, 50, port=proxy_port)
     canary.start_canary(settings, bad, 50, port=proxy_port, force=True)
-    config = replace(WatchConfig.load(), window_s=60, interval_s=0.5, min_requests=20)
+    config = settings.lifecycle.watch.model_copy(update={"window_seconds": 60, "interval_seconds": 0.5, "min_requests": 20})
     why: dict[str, str | None] = {}
     step(life, mix, built_card, "auto-rollback", lambda: why.setdefault("reason", watch(settings, config)),
          base_url=f"http://127.0.0.1:{proxy_port}")
@@ -248,18 +250,18 @@ def test_registration_outside_the_store_is_refused_on_a_lifecycle_instance(life,
     assert set(Management(settings).versions()) == {old}
 
 
-def test_at_most_max_loaded_versions_stay_loaded(life, monkeypatch):
+def test_at_most_max_loaded_versions_stay_loaded(life):
     """A rollout that would load one too many first retires a spare version (neither default
     nor previous); with no spare it refuses and loads nothing."""
-    settings, _, old, new = life
+    shipped, _, old, new = life
     bad = f"{new}bad"  # built by the watcher's test, still in the store
-    limited = replace(lifecycle.LifecycleConfig.load(), max_loaded_versions=2)
-    monkeypatch.setattr(lifecycle.LifecycleConfig, "load", classmethod(lambda cls, path=None: limited))
-    lifecycle.load_version(settings, new, timeout=120)  # loaded, not the previous default: a spare
-    state = lifecycle.current_state(settings)
+    settings = replace(shipped, lifecycle=shipped.lifecycle.model_copy(update={"max_loaded_versions": 2}))
+    api = Management(settings)
+    lifecycle.load_version(settings, api, new, timeout=120)  # loaded, not the previous default: a spare
+    state = lifecycle.current_state(settings, api)
     assert (state.default, state.previous, set(state.loaded)) == (old, None, {old, new})
     lifecycle.rollout(settings, bad, force=True)  # retires the spare first
-    state = lifecycle.current_state(settings)
+    state = lifecycle.current_state(settings, api)
     assert (state.default, state.previous, set(state.loaded)) == (bad, old, {old, bad})
     with pytest.raises(ServeError, match="max_loaded_versions is 2"):
         lifecycle.rollout(settings, new)  # default and previous are no spares

@@ -14,7 +14,6 @@ import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -22,12 +21,14 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.metric_names import PREFIX
-from handlers.model_card import METADATA_FILE, ModelCard
-from servectl import canary, digests, lifecycle, server, versions, watcher
+from common.metric_names import PREFIX
+from common.model_card import METADATA_FILE, ModelCard
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import ServeSettings
+from servectl.instance import launch, processes, readiness
+from servectl.instance.management import Management
+from servectl.release import canary, lifecycle, watcher
+from servectl.store import digests, versions
 from servectl.waiting import wait_for
 from tests.conftest import ANSWER_TIMEOUT, REPO, free_ports
 from tests.reliability.conftest import repacked_mar
@@ -83,9 +84,9 @@ def races(tmp_path_factory) -> Iterator[tuple[ServeSettings, str, str, Path]]:
     settings = settings.with_ports(ports[0], ports[1], ports[2], model_metrics=ports[3])
     settings.run_dir.mkdir()
     with open(settings.run_dir / "torchserve.out", "ab") as out:
-        proc = server.start(settings, stdout=out)
+        proc = launch.start(settings, stdout=out)
     try:
-        server.wait_ready(settings, alive=lambda: proc.poll() is None)
+        readiness.wait_ready(settings, alive=lambda: proc.poll() is None)
         lifecycle.restore(settings)
         arm = work / "arm-crash"
         repack(settings, card.version, f"{card.version}.b")
@@ -93,7 +94,7 @@ def races(tmp_path_factory) -> Iterator[tuple[ServeSettings, str, str, Path]]:
         yield settings, card.version, f"{card.version}.b", arm
     finally:
         canary.stop_proxy(settings)
-        server.stop(settings)
+        processes.stop(settings)
 
 
 def cli(settings: ServeSettings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -205,7 +206,8 @@ def test_a_version_whose_workers_die_is_rolled_back(races, how, judged_by):
         url = f"{settings.inference.url}/predictions/{settings.model_name}"
     arm.write_text("")
     deaths = 10**6 if judged_by == "error_ratio" else 0
-    config = replace(watcher.WatchConfig.load(), window_s=90, interval_s=0.5, min_requests=6, max_worker_deaths=deaths)
+    config = settings.lifecycle.watch.model_copy(
+        update={"window_seconds": 90, "interval_seconds": 0.5, "min_requests": 6, "max_worker_deaths": deaths})
     stop = threading.Event()
     got: dict[str, Counter[int]] = {}
     rows = [[0.5] * 10]
@@ -232,7 +234,7 @@ def test_the_exporter_describes_the_workers_of_every_loaded_version(races):
     not only the default's."""
     settings, a, b, _ = races
     if b not in Management(settings).versions():
-        lifecycle.load_version(settings, b, timeout=120)
+        lifecycle.load_version(settings, Management(settings), b, timeout=120)
     text = requests.get(f"{settings.model_metrics.url}/metrics", timeout=10).text
     ready = {s.labels["model_version"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
              if s.name == f"{PREFIX}_workers" and s.labels["status"] == "READY"}
@@ -248,7 +250,7 @@ def test_the_watcher_survives_failed_scrapes_and_a_sustained_failure_is_a_breach
     this module: the instance has no exporter afterwards."""
     settings, a, b, _ = races
     lifecycle.rollout(settings, b)
-    config = replace(watcher.WatchConfig.load(), window_s=60, interval_s=0.3, max_failed_ticks=4)
+    config = settings.lifecycle.watch.model_copy(update={"window_seconds": 60, "interval_seconds": 0.3, "max_failed_ticks": 4})
     watched = watcher.begin(settings)
     exporter_of(settings).kill()  # mid-watch: after its first scrape
     reason = watcher.follow(settings, watched, config)

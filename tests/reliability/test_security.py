@@ -17,8 +17,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from servectl import server
-from servectl.settings import ServeSettings, read_properties
+from servectl.config.settings import ServeSettings, read_properties
+from servectl.instance import processes, tokens
 from servectl.waiting import wait_for
 from tests.conftest import REPO, free_ports
 from tests.reliability.conftest import own_server, repacked_mar
@@ -30,7 +30,7 @@ TOKEN_REJECTED = (400, "InvalidKeyException")  # TorchServe 0.12 answers a bad/m
 def listening_sockets(settings) -> list[tuple[str, int, str]]:
     """(address, port, process name) of every listening TCP socket of the instance's
     process group: the frontend, its workers and anything servectl started with them."""
-    pgid = os.getpgid(server.running_pid(settings))
+    pgid = os.getpgid(processes.running_pid(settings))
     found = []
     for proc in psutil.process_iter(["name"]):
         try:
@@ -56,7 +56,7 @@ def test_every_listening_socket_is_bound_to_loopback(steady):
 
 
 def test_registration_is_refused_for_urls_and_paths_outside_the_instances_store(steady, tmp_path):
-    """The management API registers versions (servectl.lifecycle), but only archives of this
+    """The management API registers versions (servectl.release.lifecycle), but only archives of this
     instance's model store: never a URL, a path elsewhere (even another folder named
     model_store), or a relative path that climbs out."""
     manage = steady.management.url
@@ -114,7 +114,7 @@ def rejected(resp: requests.Response) -> bool:
 
 
 def test_with_token_auth_each_api_needs_its_own_key(guarded, reference):
-    keys = server.keys(guarded)
+    keys = tokens.keys(guarded)
     assert set(keys) == {"inference", "management", "API"} and len(set(keys.values())) == 3
     key_file = guarded.key_file
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600  # readable by the server's user only
@@ -134,7 +134,7 @@ def test_with_token_auth_each_api_needs_its_own_key(guarded, reference):
 
 
 def test_with_token_auth_ping_needs_the_inference_key_and_metrics_need_none(guarded):
-    keys = server.keys(guarded)
+    keys = tokens.keys(guarded)
     ping = f"{guarded.inference.url}/ping"
     assert rejected(requests.get(ping, timeout=5))
     assert requests.get(ping, headers=bearer(keys["inference"]), timeout=5).json() == {"status": "Healthy"}
@@ -151,12 +151,12 @@ def test_servectl_token_prints_the_current_inference_key_and_follows_a_rotation(
         )
         return out.stdout.strip()
 
-    old = server.keys(guarded)
+    old = tokens.keys(guarded)
     assert cli_token() == old["inference"]
     # the token API (authorised by the API key) replaces the inference key
     resp = requests.get(f"{guarded.management.url}/token", params={"type": "inference"}, headers=bearer(old["API"]), timeout=10)
     assert resp.status_code == 200
-    new = wait_for(lambda: (lambda key: key if key != old["inference"] else None)(server.keys(guarded).get("inference")),
+    new = wait_for(lambda: (lambda key: key if key != old["inference"] else None)(tokens.keys(guarded).get("inference")),
                    timeout=10, what="the key file to hold the new inference key")
     assert cli_token() == new
     predict = f"{guarded.inference.url}/predictions/{guarded.model_name}"
@@ -170,7 +170,7 @@ def test_with_token_auth_off_servectl_token_prints_nothing(steady):
         [sys.executable, "-m", "servectl", "token", "--run-dir", str(steady.run_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
     )
-    assert out.stdout == "" and server.keys(steady) == {}
+    assert out.stdout == "" and tokens.keys(steady) == {}
 
 
 # ---------------------------------------------------------------- a tampered model
@@ -199,7 +199,7 @@ def test_a_tampered_model_file_is_refused_with_a_clear_message(built_card, tmp_p
     assert took < start_timeout, f"the refusal took {took:.0f} s: it waited for the timeout instead"
     log = (run_dir / "logs" / "model_log.log").read_text()
     assert "ModelCardError" in log and "refusing to serve it" in log
-    assert server.running_pid(server_settings(run_dir, built_card.model_name)) is None, "the server was left running"
+    assert processes.running_pid(server_settings(run_dir, built_card.model_name)) is None, "the server was left running"
 
 
 def server_settings(run_dir: Path, name: str) -> ServeSettings:

@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from servectl import server
-from servectl.server import running_pid
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.instance import processes, readiness
+from servectl.instance.processes import running_pid
 from tests.conftest import REPO, free_ports
 
 
@@ -104,7 +104,7 @@ def test_a_second_start_is_refused_and_workers_get_the_load_status_path(tmp_path
         assert started.returncode == 0, started.stdout + started.stderr
         assert_refused(servectl_start(tmp_path, ports=free_ports(4)), "already running ('make stop' first)")
         pgid = running_pid(settings)
-        workers = [w["pid"] for w in server.model_status(settings)["workers"]]
+        workers = [w["pid"] for w in readiness.model_status(settings)["workers"]]
         assert workers and all(os.getpgid(pid) == pgid for pid in workers)
         for pid in workers:
             assert psutil.Process(pid).environ()["MODEL_LOAD_STATUS"] == str(settings.load_status_file)
@@ -112,4 +112,4 @@ def test_a_second_start_is_refused_and_workers_get_the_load_status_path(tmp_path
         stopped = subprocess.run([sys.executable, "-m", "servectl", "stop", "--run-dir", str(tmp_path / "run")],
                                  cwd=REPO, capture_output=True, text=True, timeout=60)
     assert stopped.stdout.strip() == "stopped" and running_pid(settings) is None
-    assert not server.group_members(pgid)
+    assert not processes.group_members(pgid)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
-from handlers.model_card import ModelCardError
+from common.model_card import ModelCardError
 from offline import archive
 from offline.spark import InputError, run
 from servectl.errors import ServeError
@@ -159,7 +159,7 @@ def test_a_csv_header_the_service_refuses_stops_the_job(spark, built_card, tmp_p
 
 
 def test_an_archive_whose_model_file_changed_is_refused(spark, built_card, rows, tmp_path):
-    """The driver scores only a recorded archive (servectl.digests); an executor loads only a
+    """The driver scores only a recorded archive (servectl.store.digests); an executor loads only a
     model file whose sha256 is the card's (the handler's check): a model file edited in the .mar."""
     tampered = tmp_path / "tampered.mar"
     with zipfile.ZipFile(MAR) as src, zipfile.ZipFile(tampered, "w") as dst:

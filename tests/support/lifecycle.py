@@ -19,11 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from model import archive, export, train
 from model.data import make_synthetic
-from servectl import digests, lifecycle, model_config, server
-from servectl.settings import REPO, ServeSettings, free_loopback_ports
+from servectl.config import model_config
+from servectl.config.settings import REPO, ServeSettings, free_loopback_ports
+from servectl.instance import launch, processes, readiness
+from servectl.release import lifecycle
+from servectl.store import digests
 from tests.support.loadmix import Mix, Report, run
 
 
@@ -132,10 +135,10 @@ def lifecycle_server(work: Path, seed: int = 7) -> Iterator[tuple[ServeSettings,
     settings = settings.with_ports(ports[0], ports[1], ports[2], model_metrics=ports[3])
     settings.run_dir.mkdir(parents=True)
     with open(settings.run_dir / "torchserve.out", "ab") as out:
-        proc = server.start(settings, stdout=out)
+        proc = launch.start(settings, stdout=out)
     try:
-        server.wait_ready(settings, alive=lambda: proc.poll() is None)
+        readiness.wait_ready(settings, alive=lambda: proc.poll() is None)
         lifecycle.restore(settings)
         yield settings, expected, card.version, candidate
     finally:
-        server.stop(settings)
+        processes.stop(settings)

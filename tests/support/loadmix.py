@@ -279,7 +279,7 @@ def reference(artifacts: str = "artifacts") -> tuple[np.ndarray, np.ndarray, lis
     """Test rows, the in-process model's probabilities, feature and class names, model name."""
     import torch
 
-    from handlers.model_card import METADATA_FILE, ModelCard
+    from common.model_card import METADATA_FILE, ModelCard
 
     card = ModelCard.load(f"{artifacts}/{METADATA_FILE}")
     x = torch.load(f"{artifacts}/test_split.pt", weights_only=True)["x"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 
 
 @pytest.fixture(scope="session")

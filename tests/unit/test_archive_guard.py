@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from handlers.model_card import VARIANTS, sha256_of
+from common.model_card import VARIANTS, sha256_of
 from model import archive, export
-from servectl import digests, versions
 from servectl.errors import ServeError
+from servectl.store import digests, versions
 
 
 @pytest.fixture

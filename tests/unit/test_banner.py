@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import replace
 
 from servectl.__main__ import banner
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
 from tests.conftest import REPO
 
 KEYS = {"management": {"key": "mgmt-SECRET-1", "expiration time": "x"},

@@ -14,9 +14,9 @@ import torch
 from prometheus_client import CollectorRegistry
 from torch import nn
 
+from common.model_card import ModelCard
 from handlers.contract import Parsed, RequestError, Schema, parse_request
 from handlers.explain import CHUNK_POINTS, Explainer, ExplanationRequest, integrated_gradients
-from handlers.model_card import ModelCard
 from handlers.settings import ExplainSettings, SettingsError, checked
 from handlers.telemetry import Telemetry
 from tests.conftest import HANDLER_SETTINGS, REPO

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard, ModelCardError, sha256_of
+from common.model_card import METADATA_FILE, ModelCard, ModelCardError, sha256_of
 from model import export, variants
 
 

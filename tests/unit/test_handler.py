@@ -20,8 +20,8 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 from ts.service import Service
 
+from common.model_card import METADATA_FILE, VARIANTS, ModelCard
 from handlers.contract import COLUMNAR, JSON
-from handlers.model_card import METADATA_FILE, VARIANTS, ModelCard
 from model import archive, variants
 from tests.conftest import MODEL_CONFIG, PROBABILITY_ATOL, REPO
 

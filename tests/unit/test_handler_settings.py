@@ -18,9 +18,9 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 from ts.service import Service
 
-from handlers.load_status import ENV as LOAD_STATUS_ENV
-from handlers.load_status import read_refusal
-from handlers.model_card import ModelCardError
+from common.load_status import ENV as LOAD_STATUS_ENV
+from common.load_status import read_refusal
+from common.model_card import ModelCardError
 from model import archive
 from tests.conftest import REPO
 from tests.unit.test_handler import decode, request

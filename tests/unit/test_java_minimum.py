@@ -1,10 +1,10 @@
-"""servectl.java's minimum version: TorchServe takes Java 11+, Spark 4 (offline.spark) 17+."""
+"""servectl.instance.java's minimum version: TorchServe takes Java 11+, Spark 4 (offline.spark) 17+."""
 
 from __future__ import annotations
 
 import pytest
 
-from servectl import java
+from servectl.instance import java
 
 
 @pytest.fixture

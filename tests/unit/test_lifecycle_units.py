@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from model import archive, export
-from servectl import canary, lifecycle, versions
+from servectl.config.lifecycle import Watch as WatchConfig
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.settings import ServeSettings
-from servectl.watch_sources import deaths_between, split_answers
-from servectl.watcher import Stats, Watch, WatchConfig, breach, tick
+from servectl.release import canary, lifecycle
+from servectl.release.watch_sources import deaths_between, split_answers
+from servectl.release.watcher import Stats, Watch, breach, tick
+from servectl.store import versions
 from tests.conftest import free_ports
 
 
@@ -71,7 +73,7 @@ def test_an_archive_holds_its_card_and_test_split_and_a_version_never_means_two_
     assert versions.card_of(versioned).sha256 == versions.card_of(store / "tiny.mar").sha256
 
 
-CONFIG = WatchConfig(window_s=60, interval_s=1, min_requests=10, max_error_ratio=0.01, max_p99_ratio=3.0,
+CONFIG = WatchConfig(auto=True, window_seconds=60, interval_seconds=1, min_requests=10, max_error_ratio=0.01, max_p99_ratio=3.0,
                      max_class_shift=0.2, max_failed_ticks=3, max_worker_deaths=0)
 
 
@@ -136,13 +138,12 @@ def test_a_watch_ends_when_its_server_stopped_or_restarted(settings):
     assert watched.failed_ticks == 0
 
 
-def test_servectl_progress_lines_follow_the_configured_format(monkeypatch, capsys):
+def test_servectl_progress_lines_follow_the_configured_format(settings, capsys):
     """serve_config/lifecycle.yaml log_format: text as shipped; json is one object per line."""
-    assert lifecycle.LifecycleConfig.load().log_format == "text"
-    lifecycle.say("loading 1.1")
+    assert settings.lifecycle.log_format == "text"
+    lifecycle.say(settings, "loading 1.1")
     assert capsys.readouterr().out == "servectl: loading 1.1\n"
-    real = lifecycle.LifecycleConfig.load()
-    monkeypatch.setattr(lifecycle.LifecycleConfig, "load", classmethod(lambda cls, *a: replace(real, log_format="json")))
-    lifecycle.say("rolled back\nforged")
+    as_json = replace(settings, lifecycle=settings.lifecycle.model_copy(update={"log_format": "json"}))
+    lifecycle.say(as_json, "rolled back\nforged")
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["message"] == "rolled back\nforged" and json.loads(line)["logger"] == "servectl"

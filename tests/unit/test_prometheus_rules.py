@@ -80,7 +80,7 @@ def test_the_metrics_page_documents_every_metric():
     from tests.unit.test_telemetry import card
 
     names = {family.name for family in Telemetry("m", "1", card(), batch_size=8, max_rows=100).registry.collect()}
-    exporter_source = (REPO / "servectl/worker_metrics.py").read_text()
+    exporter_source = (REPO / "servectl/metrics/worker_metrics.py").read_text()
     names |= {f"{PREFIX}_{m}" for m in re.findall(r'f"\{PREFIX\}_([a-z_]+)"', exporter_source)}
     assert len(names) >= 14, names
     for name in names:

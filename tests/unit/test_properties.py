@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ts.model_server import load_properties as torchserve_launcher_reads
 
-from servectl.settings import CONFIG_PROPERTIES, ServeSettings, read_properties, write_properties
+from servectl.config.settings import CONFIG_PROPERTIES, ServeSettings, read_properties, write_properties
 
 JAVA_SYNTAX = r"""# a comment
 ! another comment

@@ -11,7 +11,7 @@ from checks.audit import accepted
 from tests.conftest import REPO
 from tests.deploy.test_docker import stages
 
-SERVING_CODE = ("handlers", "servectl")  # what runs in TorchServe's workers and beside it
+SERVING_CODE = ("common", "handlers", "servectl")  # what runs in TorchServe's workers and beside it
 
 
 def calls(folder: Path) -> set[str]:

@@ -12,11 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from handlers.load_status import ENV, write_refusal
-from servectl import server
+from common.load_status import ENV, write_refusal
+from servectl import errors
 from servectl.__main__ import parser
-from servectl.java import Java
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
+from servectl.instance import processes, readiness
+from servectl.instance.java import Java
 from servectl.waiting import wait_for
 from tests.conftest import free_ports
 
@@ -70,28 +71,28 @@ def fake_instance(settings: ServeSettings, orphan_ignores_sigterm: bool) -> subp
 
 def settled_group(pgid: int, size: int) -> list[psutil.Process]:
     """The group's members once all ``size`` of them run."""
-    return wait_for(lambda: len(m := server.group_members(pgid)) >= size and m, 10, f"{size} processes in group {pgid}")
+    return wait_for(lambda: len(m := processes.group_members(pgid)) >= size and m, 10, f"{size} processes in group {pgid}")
 
 
 @pytest.mark.parametrize("orphan_ignores_sigterm", [False, True])
 def test_stop_finds_the_instance_by_its_config_and_ends_its_whole_group(tmp_path, orphan_ignores_sigterm):
     settings = ServeSettings.load("m", run_dir=tmp_path / "run")
     other = ServeSettings.load("m", run_dir=tmp_path / "other")
-    assert server.running_pid(settings) is None and not server.stop(settings)
+    assert processes.running_pid(settings) is None and not processes.stop(settings)
     proc = fake_instance(settings, orphan_ignores_sigterm)
     try:
         members = settled_group(proc.pid, 2)
-        assert server.running_pid(settings) == proc.pid == server.instance_group(settings)
-        assert server.running_pid(other) is None  # another run folder is another instance
+        assert processes.running_pid(settings) == proc.pid == processes.instance_group(settings)
+        assert processes.running_pid(other) is None  # another run folder is another instance
         t0 = time.monotonic()
-        assert server.stop(settings, timeout=60)
+        assert processes.stop(settings, timeout=60)
         took = time.monotonic() - t0
-        assert not server.group_members(proc.pid) and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members)
+        assert not processes.group_members(proc.pid) and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members)
         # far under the 60 s SIGTERM grace: the orphan was killed once the leader was gone, not waited for
         assert took < 30, f"stop took {took:.1f} s: a SIGTERM-deaf orphan must be killed once the leader is gone"
-        assert server.running_pid(settings) is None and not server.stop(settings)
+        assert processes.running_pid(settings) is None and not processes.stop(settings)
     finally:
-        if server.group_members(proc.pid):
+        if processes.group_members(proc.pid):
             os.killpg(proc.pid, 9)
         proc.wait()
 
@@ -104,8 +105,8 @@ def test_an_orphaned_frontend_is_still_found_and_stopped(tmp_path):
                                 start_new_session=True)
     try:
         settled_group(frontend.pid, 1)
-        assert server.instance_group(settings) == frontend.pid
-        assert server.stop(settings, timeout=10) and not server.group_members(frontend.pid)
+        assert processes.instance_group(settings) == frontend.pid
+        assert processes.stop(settings, timeout=10) and not processes.group_members(frontend.pid)
     finally:
         frontend.kill()
         frontend.wait()
@@ -116,8 +117,8 @@ def test_wait_ready_stops_at_once_with_the_handler_s_refusal(tmp_path, monkeypat
     monkeypatch.setenv(ENV, str(settings.load_status_file))  # what servectl gives the workers
     write_refusal("m", "sha256 of model.pt does not match the metadata")
     t0 = time.monotonic()
-    with pytest.raises(server.ServeError) as exc:
-        server.wait_ready(settings, timeout=60)
+    with pytest.raises(errors.ServeError) as exc:
+        readiness.wait_ready(settings, timeout=60)
     assert time.monotonic() - t0 < 5
     assert str(exc.value) == "model 'm' refused to load: sha256 of model.pt does not match the metadata"
 
@@ -126,23 +127,23 @@ def test_another_model_s_refusal_is_not_this_one_s(tmp_path, monkeypatch):
     settings = ServeSettings.load("m", run_dir=tmp_path).with_ports(*free_ports(4)[:3])
     monkeypatch.setenv(ENV, str(settings.load_status_file))
     write_refusal("other", "not mine")
-    with pytest.raises(server.ServeError) as exc:
-        server.wait_ready(settings, timeout=1)
+    with pytest.raises(errors.ServeError) as exc:
+        readiness.wait_ready(settings, timeout=1)
     assert "had no READY workers after 1s (workers: none registered)" in str(exc.value)
 
 
 def test_start_clears_a_stale_refusal(tmp_path, monkeypatch):
-    from servectl.launch import prepare_run_dir
+    from servectl.instance.launch import prepare_run_dir
 
     settings = ServeSettings.load("m", run_dir=tmp_path)
     monkeypatch.setenv(ENV, str(settings.load_status_file))
     write_refusal("m", "from the last start")
     prepare_run_dir(settings)
-    assert server.load_refusal(settings) is None and settings.config_file.is_file()
+    assert readiness.load_refusal(settings) is None and settings.config_file.is_file()
 
 
 def test_torchserve_gets_the_status_path_and_no_thread_count(tmp_path, monkeypatch):
-    from servectl.launch import environment
+    from servectl.instance.launch import environment
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     settings = ServeSettings.load("m", run_dir=tmp_path)
@@ -153,7 +154,7 @@ def test_torchserve_gets_the_status_path_and_no_thread_count(tmp_path, monkeypat
 
 def test_monitor_reads_the_same_instance_options(capsys, monkeypatch, tmp_path):
     """make monitor passes SERVE_ARGS too; exec of Prometheus is replaced to see its command line."""
-    from servectl import monitor
+    from servectl.metrics import monitor
 
     monkeypatch.setattr(monitor.os, "execv", lambda path, cmd: (_ for _ in ()).throw(SystemExit(cmd)))
     monkeypatch.setattr(monitor, "prometheus_binary", lambda: "prometheus")

@@ -1,4 +1,4 @@
-"""handlers.telemetry records what happened, servectl.exporter merges what several worker
+"""handlers.telemetry records what happened, servectl.metrics.exporter merges what several worker
 processes wrote, and the settings give every instance its own exporter port."""
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import psutil
 import pytest
 import requests
 import torch
+import yaml
 from prometheus_client import CollectorRegistry, values
 
+from common.model_card import ModelCard
 from handlers.contract import Parsed, RequestError
-from handlers.model_card import ModelCard
 from handlers.telemetry import LATENCY_BUCKETS, PREFIX, Telemetry, class_counts, out_of_range_counts
-from servectl import exporter
-from servectl.settings import MODEL_METRICS_DEFAULT, MODEL_METRICS_KEY, ServeSettings
+from servectl.config.settings import SERVECTL_CONFIG, ServeSettings
+from servectl.metrics import exporter
 from servectl.waiting import wait_for
 
 LABELS = {"model_name": "m", "model_version": "1.0"}
@@ -183,7 +184,7 @@ def test_process_usage_of_a_live_and_a_gone_process():
 def test_each_instance_gets_its_own_exporter_port_and_torchserve_never_sees_the_key(tmp_path):
     base = ServeSettings.load("m", run_dir=tmp_path)
     shipped = base.model_metrics.port
-    assert base.model_metrics.url == base.properties.get(MODEL_METRICS_KEY, MODEL_METRICS_DEFAULT)
+    assert base.model_metrics.url == yaml.safe_load(SERVECTL_CONFIG.read_text())["model_metrics_address"]
     three = base.with_ports(9100, 9101, 9102)  # how older callers call it
     assert three.model_metrics.port not in (shipped, 9100, 9101, 9102, 0)
     assert {three.model_metrics.port} & {int(three.properties["grpc_inference_port"]),
@@ -191,7 +192,8 @@ def test_each_instance_gets_its_own_exporter_port_and_torchserve_never_sees_the_
     four = base.with_ports(9100, 9101, 9102, model_metrics=9103, host="127.0.0.2")
     assert four.model_metrics.url == "http://127.0.0.2:9103"
     rendered = four.render().read_text()
-    assert MODEL_METRICS_KEY not in rendered and "metrics_address=http://127.0.0.2:9102" in rendered
+    assert "model_metrics_address" not in rendered and "canary_proxy_address" not in rendered
+    assert "metrics_address=http://127.0.0.2:9102" in rendered
     assert four.multiproc_dir.parent == tmp_path
 
 
@@ -227,7 +229,7 @@ def group_members(pgid: int) -> list[int]:
 
 @pytest.mark.parametrize("how", ["the group is stopped", "the server dies alone"])
 def test_the_exporter_lives_and_dies_with_the_server(tmp_path, how):
-    from servectl.server import stop_group
+    from servectl.instance.processes import stop_group
     from tests.conftest import free_ports
 
     port = free_ports(1)[0]

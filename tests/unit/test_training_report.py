@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import torch
 
-from handlers.model_card import METADATA_FILE, ModelCard
+from common.model_card import METADATA_FILE, ModelCard
 from model import archive, data, train
 from model.evaluation import evaluate_predictions
 from model.report import REPORT_FILES

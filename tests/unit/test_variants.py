@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.model_card import METADATA_FILE, VARIANTS, ModelCard, ModelCardError, sha256_of
 from handlers import runtimes
-from handlers.model_card import METADATA_FILE, VARIANTS, ModelCard, ModelCardError, sha256_of
 from model import export, variants
 
 REPO = Path(__file__).resolve().parents[2]

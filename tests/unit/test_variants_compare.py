@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from benchmarks import variants as compare
-from handlers.model_card import VARIANTS
+from common.model_card import VARIANTS
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,14 @@ def write_refusal(model_name: str, reason: str) -> None:
     os.replace(tmp, path)  # atomic: a reader never sees half a record
 
 
-def read_refusal(path: Path, model_name: str) -> str | None:
-    """The reason ``model_name`` refused to load, if the handler wrote one to ``path``."""
+def read_refusal(path: Path, model_name: str, since: float = 0.0) -> str | None:
+    """The reason ``model_name`` refused to load, if the handler wrote one to ``path`` (at
+    ``since``, a ``time.time()``, or later: an older refusal is another load's)."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("model") == model_name and record.get("status") == "refused":
+    if record.get("model") == model_name and record.get("status") == "refused" \
+            and float(record.get("time", 0)) >= since:
         return str(record.get("reason", "no reason given"))
     return None

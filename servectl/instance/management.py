@@ -8,10 +8,10 @@ from typing import Any
 
 import requests
 
-from servectl import digests
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.settings import ServeSettings
-from servectl.tokens import auth_headers
+from servectl.instance.tokens import auth_headers
+from servectl.store import digests
 
 
 class Management:
@@ -36,12 +36,17 @@ class Management:
         _check(resp, "list the versions")
         return {str(m["modelVersion"]): m for m in resp.json()}
 
-    def default_version(self) -> str | None:
+    def describe(self) -> dict[str, Any] | None:
+        """The default version's describe answer (None while the model is not registered)."""
         resp = self._call("GET", self.base)
         if resp.status_code != 200:
             return None
         data = resp.json()
-        return str(data[0]["modelVersion"]) if data else None
+        return data[0] if isinstance(data, list) and data else None
+
+    def default_version(self) -> str | None:
+        described = self.describe()
+        return str(described["modelVersion"]) if described else None
 
     def register(self, archive_file: str, workers: int) -> None:
         """Load an archive of the model store (a bare file name: TorchServe refuses paths and

@@ -7,7 +7,7 @@ candidate the default and the split 0; ``rollback`` sets the split to 0 and keep
 Changes reach nginx by ``nginx -s reload``: old workers finish their requests, none fails.
 
 Clients that want the split send to the proxy's port (``canary_proxy_address`` in
-serve_config/config.properties); the inference port itself always answers with the default.
+serve_config/servectl.yaml); the inference port itself always answers with the default.
 Pinned-version paths answer 404 on the proxy unless serve_config/lifecycle.yaml
 ``proxy.expose_pinned_versions`` says otherwise, so its clients reach the candidate only through
 the split. Every answer the split gave is one JSON line in ``split.log`` (the status the client
@@ -28,15 +28,15 @@ from pathlib import Path
 import psutil
 import requests
 
-from servectl import lifecycle, versions
+from servectl.config.settings import REPO, Endpoint, ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import REPO, Endpoint, ServeSettings
-from servectl.versions import State, write_atomic
+from servectl.instance.management import Management
+from servectl.release import lifecycle
+from servectl.store import versions
+from servectl.store.versions import State, write_atomic
 from servectl.waiting import WaitTimeout, wait_for
 
 TEMPLATE = REPO / "docker" / "nginx" / "templates" / "default.conf.template"
-PROXY_KEY = "canary_proxy_address"  # servectl's key: where the canary proxy listens
 SPLIT_LOG = "split.log"
 # the template's resolver: the canary proxy's upstream is an address, so nothing is ever looked up
 RESOLVER = "127.0.0.1"
@@ -51,7 +51,7 @@ def proxy_dir(settings: ServeSettings) -> Path:
 
 
 def proxy_endpoint(settings: ServeSettings, port: int | None = None) -> Endpoint:
-    endpoint = Endpoint.parse(settings.properties.get(PROXY_KEY, "http://127.0.0.1:8084"))
+    endpoint = settings.canary_proxy
     return Endpoint(endpoint.host, port) if port else endpoint
 
 
@@ -72,9 +72,9 @@ def split_config(settings: ServeSettings, version: str | None, percent: float) -
     return unmarked + f"if ($canary_share) {{\n    set $canary_split 1;\n    rewrite ^{path}$ {target} break;\n}}\n"
 
 
-def pinned_config() -> str:
+def pinned_config(settings: ServeSettings) -> str:
     """The template's pinned-version switch (docker/nginx): 404 unless the setting exposes them."""
-    if lifecycle.LifecycleConfig.load().expose_pinned_versions:
+    if settings.lifecycle.proxy.expose_pinned_versions:
         return 'set $refuse_pinned "";  # serve_config/lifecycle.yaml proxy.expose_pinned_versions: true\n'
     return "# pinned-version paths answer 404 (serve_config/lifecycle.yaml proxy.expose_pinned_versions)\n"
 
@@ -92,7 +92,7 @@ def write_config(settings: ServeSettings, endpoint: Endpoint, version: str | Non
     server = with_access_log(server, prefix / ACCESS_LOG, split_log)
     write_atomic(prefix / "default.conf", without_client_keepalive(server))
     write_atomic(prefix / "canary.conf", split_config(settings, version, percent))
-    write_atomic(prefix / "pinned-versions.conf", pinned_config())
+    write_atomic(prefix / "pinned-versions.conf", pinned_config(settings))
     kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temp = "\n".join(f"    {kind}_temp_path {prefix}/{kind};" for kind in kinds)
     share_line = f"{percent:g}% 1;\n        " if version is not None and percent > 0 else ""  # nginx refuses 0%
@@ -114,7 +114,7 @@ def with_access_log(server: str, path: Path, *more: str) -> str:
     instead of the image's stdout path, plus ``more`` access_log lines: a server-level
     access_log replaces every http-level one, so the split log is named here too."""
     if server.count(TEMPLATE_ACCESS_LOG) != 1:
-        raise ServeError(f"the proxy template no longer holds one {TEMPLATE_ACCESS_LOG!r}: update servectl.canary")
+        raise ServeError(f"the proxy template no longer holds one {TEMPLATE_ACCESS_LOG!r}: update {__name__}")
     lines = "\n    ".join((f"access_log {path} request_id;", *more))
     return server.replace(TEMPLATE_ACCESS_LOG, lines)
 
@@ -126,8 +126,8 @@ def without_client_keepalive(server: str) -> str:
     load). A new connection per request is accepted by whichever workers run, so none is lost."""
     keepalive = "keepalive_timeout 65s;"
     if server.count(keepalive) != 1:
-        raise ServeError(f"the proxy template no longer holds one {keepalive!r}: update servectl.canary")
-    return server.replace(keepalive, "keepalive_timeout 0;  # servectl.canary: reloads must not drop requests")
+        raise ServeError(f"the proxy template no longer holds one {keepalive!r}: update servectl.release.canary")
+    return server.replace(keepalive, "keepalive_timeout 0;  # servectl.release.canary: reloads must not drop requests")
 
 
 def nginx(conf: Path, *extra: str) -> None:
@@ -196,33 +196,36 @@ def start_canary(
     """Load ``version`` beside the default, pre-flight it, send ``percent`` of the default path to it."""
     if not 0 < percent < 100:
         raise ServeError(f"PERCENT={percent:g}: a canary takes more than 0 and less than 100 percent")
-    state = lifecycle.current_state(settings)
+    api = Management(settings)
+    state = lifecycle.current_state(settings, api)
     if version == state.default:
         raise ServeError(f"{version} is already the default")
-    lifecycle.prepare_candidate(settings, state, version, force)
+    lifecycle.prepare_candidate(settings, api, state, version, force)
     with suppress(FileNotFoundError):  # the log holds this canary's answers only (nginx appends)
         os.truncate(proxy_dir(settings) / SPLIT_LOG, 0)
     endpoint = apply(settings, version, percent, port)
     state.canary, state.canary_percent = version, percent
     state.loaded = sorted(set(state.loaded) | {version})
     state.save(settings)
-    lifecycle.say(f"canary: {percent:g}% of {endpoint.url}/predictions/{settings.model_name} go to {version}, "
-                  f"the rest to {state.default} ('make promote' finishes, 'make rollback' abandons)")
+    lifecycle.say(settings, f"canary: {percent:g}% of {endpoint.url}/predictions/{settings.model_name} go to "
+                  f"{version}, the rest to {state.default} ('make promote' finishes, 'make rollback' abandons)")
     return state
 
 
 @lifecycle.exclusive
 def promote(settings: ServeSettings) -> State:
     """The canary becomes the default; the split ends (all of the default path to it)."""
-    state = lifecycle.current_state(settings)
+    api = Management(settings)
+    state = lifecycle.current_state(settings, api)
     if state.canary is None:
         raise ServeError("no canary is running ('make canary VERSION=x PERCENT=p' starts one)")
-    Management(settings).set_default(state.canary)
+    api.set_default(state.canary)
     state.previous, state.default = state.default, state.canary
     state.canary, state.canary_percent = None, 0.0
     state.save(settings)
     apply(settings, None, 0)
-    lifecycle.say(f"promoted: {state.default} is the default ({state.previous} stays loaded for 'make rollback')")
+    lifecycle.say(settings, f"promoted: {state.default} is the default "
+                  f"({state.previous} stays loaded for 'make rollback')")
     return state
 
 
@@ -230,20 +233,20 @@ def promote(settings: ServeSettings) -> State:
 def abandon(settings: ServeSettings, expect: str) -> State:
     """End the split of the canary ``expect``: the whole default path to the default again; the
     candidate stays loaded. Refused when ``expect`` is no longer the canary (promoted or ended)."""
-    state = lifecycle.current_state(settings)
+    state = lifecycle.current_state(settings, Management(settings))
     if state.canary != expect:
         now = f"{state.canary} is the canary" if state.canary else "no canary runs"
         raise ServeError(f"abandon of the canary {expect} refused: {now} (default {state.default})")
     apply(settings, None, 0)
     state.canary, state.canary_percent = None, 0.0
     state.save(settings)
-    lifecycle.say(f"canary of {expect} abandoned: all of the default path to {state.default} again")
+    lifecycle.say(settings, f"canary of {expect} abandoned: all of the default path to {state.default} again")
     return state
 
 
 @lifecycle.exclusive
 def undo(settings: ServeSettings, expect: str) -> State:
     """``make rollback``: abandon the canary ``expect``, else roll the default ``expect`` back."""
-    if lifecycle.current_state(settings).canary is not None:
+    if lifecycle.current_state(settings, Management(settings)).canary is not None:
         return abandon(settings, expect)
     return lifecycle.rollback(settings, expect)

@@ -1,4 +1,4 @@
-"""Run Prometheus against one servectl instance: ``python -m servectl.monitor`` (``make monitor``).
+"""Run Prometheus against one servectl instance: ``python -m servectl.metrics.monitor`` (``make monitor``).
 
 The scrape config, recording rules and alert rules are serve_config's; only the targets
 (this instance's metrics ports), the rule paths and optionally the intervals change in the
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from servectl.config.settings import SERVE_CONFIG, ServeSettings
 from servectl.options import instance, instance_options
-from servectl.settings import SERVE_CONFIG, ServeSettings
 
 PROMETHEUS_CONFIG = SERVE_CONFIG / "prometheus.yml"
 JOBS = {"torchserve": "metrics", "model_exporter": "model_metrics"}  # job -> ServeSettings endpoint
@@ -63,7 +63,7 @@ def command(config: Path, data_dir: Path, listen: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="servectl.monitor", description=__doc__.split("\n\n")[0], parents=[instance_options()]
+        prog="servectl.metrics.monitor", description=__doc__.split("\n\n")[0], parents=[instance_options()]
     )
     parser.add_argument("--listen", default="127.0.0.1:9090", help="Prometheus's address")
     args, _ = parser.parse_known_args(argv)  # the rest of SERVE_ARGS (--timeout) is the server's business

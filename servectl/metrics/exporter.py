@@ -1,9 +1,9 @@
 """The model-metrics endpoint beside TorchServe's: ``/metrics`` on ``model_metrics_address``,
-serving what ``servectl.worker_metrics`` collects.
+serving what ``servectl.metrics.worker_metrics`` collects.
 
 servectl runs it as a launcher so that it lives in TorchServe's process group:
 
-    python servectl/exporter.py --listen 127.0.0.1:8083 ... -- torchserve --start ...
+    python servectl/metrics/exporter.py --listen 127.0.0.1:8083 ... -- torchserve --start ...
 
 forks (the child serves metrics) and the parent execs TorchServe, keeping its pid. Stopping
 the group stops both, and the exporter also exits when TorchServe does. It runs by path
@@ -20,13 +20,13 @@ import threading
 from pathlib import Path
 
 if not __package__:  # run by path (servectl's launcher): make the servectl package importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from prometheus_client import CollectorRegistry, start_http_server  # noqa: E402
 
-from handlers.metric_names import PREFIX  # noqa: E402
+from common.metric_names import PREFIX  # noqa: E402
+from servectl.metrics.worker_metrics import WorkerCollector, process_usage, registry  # noqa: E402
 from servectl.waiting import wait_for  # noqa: E402
-from servectl.worker_metrics import WorkerCollector, process_usage, registry  # noqa: E402
 
 # tests use the collection names from here too
 __all__ = ["PREFIX", "WorkerCollector", "main", "parse_listen", "process_usage", "registry", "serve"]
@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--management", help="management API URL, for worker status, CPU and memory")
     parser.add_argument("--model", help="model name (with --management)")
     parser.add_argument("--key-file", type=Path, help="TorchServe's key_file.json when token auth is on")
-    parser.add_argument("--events-file", type=Path, help="servectl.watcher's auto-rollback events (JSON lines)")
+    parser.add_argument("--events-file", type=Path, help="servectl.release.watcher's auto-rollback events (JSON lines)")
     parser.add_argument("command", nargs="*", help="after --: TorchServe's command line, to exec (launcher mode)")
     return parser
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from servectl.settings import ServeSettings
+from servectl.config.settings import ServeSettings
 
 
 def keys(settings: ServeSettings) -> dict[str, str]:

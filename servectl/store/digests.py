@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from handlers.model_card import sha256_of
+from common.model_card import sha256_of
 from servectl.errors import ServeError
 
 LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S+)$")

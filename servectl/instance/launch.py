@@ -12,16 +12,16 @@ import zipfile
 from pathlib import Path
 from typing import IO
 
-from handlers.load_status import ENV as LOAD_STATUS_ENV
-from servectl import digests
+from common.load_status import ENV as LOAD_STATUS_ENV
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.java import Java, find_java, install_allowed
-from servectl.settings import ServeSettings
-from servectl.versions import startup_archive
+from servectl.instance.java import Java, find_java, install_allowed
+from servectl.store import digests
+from servectl.store.versions import startup_archive
 
-EVENTS_FILE = "auto_rollbacks.jsonl"  # servectl.watcher writes it, the exporter counts it
+EVENTS_FILE = "auto_rollbacks.jsonl"  # servectl.release.watcher writes it, the exporter counts it
 
-EXPORTER = Path(__file__).resolve().with_name("exporter.py")
+EXPORTER = Path(__file__).resolve().parents[1] / "metrics" / "exporter.py"
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -79,9 +79,9 @@ def environment(settings: ServeSettings, java: Java, extra_env: dict[str, str] |
         # the handler parses raw bytes itself: faster, and invalid JSON gets a clear 400
         "TS_DECODE_INPUT_REQUEST": "false",
         "PYTHONUNBUFFERED": "1",
-        # handlers.telemetry: each worker writes here, servectl.exporter merges and serves
+        # handlers.telemetry: each worker writes here, servectl.metrics.exporter merges and serves
         "PROMETHEUS_MULTIPROC_DIR": str(settings.multiproc_dir),
-        # handlers.load_status: a handler that refuses the model says why here
+        # common.load_status: a handler that refuses the model says why here
         LOAD_STATUS_ENV: str(settings.load_status_file),
     }
     if java.java_home is not None:

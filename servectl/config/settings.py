@@ -1,4 +1,5 @@
-"""Typed server settings, read from ``serve_config/config.properties``.
+"""Typed server settings: TorchServe's ``serve_config/config.properties`` and servectl's own
+``serve_config/servectl.yaml`` (the listeners servectl starts beside TorchServe).
 
 Reading has no side effects; rendering writes the effective config of one instance
 (absolute paths, optional port and host overrides) into that instance's run folder.
@@ -10,23 +11,26 @@ import re
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from servectl.properties import read_properties, write_properties  # callers import them from here too
+from pydantic import BeforeValidator
 
-REPO = Path(__file__).resolve().parent.parent
-SERVE_CONFIG = REPO / "serve_config"
+from common.settings_file import Settings, load_section, read_yaml
+from servectl.config import lifecycle
+from servectl.config.lifecycle import Lifecycle
+from servectl.config.paths import REPO as REPO  # callers import the paths from here too
+from servectl.config.paths import SERVE_CONFIG as SERVE_CONFIG
+from servectl.config.properties import read_properties, write_properties  # callers import them from here too
+
 CONFIG_PROPERTIES = SERVE_CONFIG / "config.properties"
 LOG_CONFIG = SERVE_CONFIG / "log4j2.xml"
+SERVECTL_CONFIG = SERVE_CONFIG / "servectl.yaml"
 ADDRESS_KEYS = {
     "inference": "inference_address",
     "management": "management_address",
     "metrics": "metrics_address",
 }
-# servectl's own key (TorchServe never sees it): where servectl.exporter serves /metrics
-MODEL_METRICS_KEY = "model_metrics_address"
-MODEL_METRICS_DEFAULT = "http://127.0.0.1:8083"
 
 
 def free_loopback_ports(n: int) -> list[int]:
@@ -58,6 +62,28 @@ class Endpoint:
         return cls(parts.hostname, parts.port)
 
 
+def _endpoint(value: Any) -> Any:
+    return Endpoint.parse(value) if isinstance(value, str) else value
+
+
+Address = Annotated[Endpoint, BeforeValidator(_endpoint)]
+
+
+class ServectlConfig(Settings):
+    """serve_config/servectl.yaml: where servectl's own listeners are (TorchServe never reads it)."""
+
+    model_metrics_address: Address  # servectl.metrics.exporter's /metrics
+    canary_proxy_address: Address  # servectl.release.canary's nginx
+
+    @classmethod
+    def load(cls, path: Path = SERVECTL_CONFIG, overlay: Path | None = None) -> ServectlConfig:
+        """``overlay``: a YAML file whose keys replace ``path``'s (a container's bind addresses)."""
+        base = load_section(cls, path)
+        if overlay is None:
+            return base
+        return load_section(cls, overlay, document={**read_yaml(path), **read_yaml(overlay)})
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """One TorchServe instance: where its config, store and run files are, and its ports."""
@@ -67,26 +93,37 @@ class ServeSettings:
     management: Endpoint
     metrics: Endpoint
     properties: dict[str, str]
+    model_metrics: Endpoint  # servectl.yaml's model_metrics_address
+    canary_proxy: Endpoint  # servectl.yaml's canary_proxy_address
+    lifecycle: Lifecycle  # serve_config/lifecycle.yaml
     model_store: Path = REPO / "model_store"
     run_dir: Path = REPO / ".run"
     log_config: Path = LOG_CONFIG
-    model_metrics: Endpoint = Endpoint.parse(MODEL_METRICS_DEFAULT)
 
     @classmethod
     def load(
-        cls, model_name: str, config: Path = CONFIG_PROPERTIES, overlay: Path | None = None, **overrides: Any
+        cls,
+        model_name: str,
+        config: Path = CONFIG_PROPERTIES,
+        overlay: Path | None = None,
+        servectl_overlay: Path | None = None,
+        **overrides: Any,
     ) -> ServeSettings:
         """``overlay``: a properties file whose keys replace the base file's (e.g. the
-        container's bind addresses in serve_config/config.container.properties)."""
+        container's bind addresses in serve_config/config.container.properties);
+        ``servectl_overlay`` does the same for servectl.yaml (serve_config/servectl.container.yaml)."""
         props = read_properties(config)
         if overlay is not None:
             props.update(read_properties(overlay))
+        own = ServectlConfig.load(overlay=servectl_overlay)
         settings = cls(
             model_name=model_name,
             inference=Endpoint.parse(props[ADDRESS_KEYS["inference"]]),
             management=Endpoint.parse(props[ADDRESS_KEYS["management"]]),
             metrics=Endpoint.parse(props[ADDRESS_KEYS["metrics"]]),
-            model_metrics=Endpoint.parse(props.get(MODEL_METRICS_KEY, MODEL_METRICS_DEFAULT)),
+            model_metrics=own.model_metrics_address,
+            canary_proxy=own.canary_proxy_address,
+            lifecycle=lifecycle.load(),
             properties=props,
             model_store=(REPO / props.get("model_store", "model_store")).resolve(),
         )
@@ -138,7 +175,6 @@ class ServeSettings:
             inference=moved("inference", ADDRESS_KEYS["inference"]),
             management=moved("management", ADDRESS_KEYS["management"]),
             metrics=moved("metrics", ADDRESS_KEYS["metrics"]),
-            model_metrics=moved("model_metrics", MODEL_METRICS_KEY),
         )
 
     @property
@@ -166,7 +202,7 @@ class ServeSettings:
 
     @property
     def load_status_file(self) -> Path:
-        """Where a handler that refuses the model says why (``handlers.load_status``)."""
+        """Where a handler that refuses the model says why (``common.load_status``)."""
         return (self.run_dir / "model_load_status.json").resolve()  # workers run elsewhere
 
     @property
@@ -177,10 +213,8 @@ class ServeSettings:
         """Write this instance's effective config.properties into its run folder."""
         props = dict(self.properties)
         props.pop("load_models", None)  # servectl names the model on the command line
-        props.pop(MODEL_METRICS_KEY, None)  # servectl's, served by servectl.exporter
-        props.pop("canary_proxy_address", None)  # servectl's, the canary proxy (servectl.canary)
         props["model_store"] = str(self.model_store)
-        # registration (servectl.lifecycle) names a bare file of the store; a file:// URL may
+        # registration (servectl.release.lifecycle) names a bare file of the store; a file:// URL may
         # name only a .mar directly in THIS instance's store, never another "model_store/"
         props["allowed_urls"] = f"file://{re.escape(str(self.model_store))}/[^/]+\\.mar"
         # TorchServe has no switch for workflows and loads any .war in their store (by default

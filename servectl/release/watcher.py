@@ -23,43 +23,17 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
-
-from servectl import canary, lifecycle, processes
+from servectl.config.lifecycle import Watch as WatchConfig
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.launch import EVENTS_FILE
-from servectl.settings import ServeSettings
-from servectl.watch_sources import Stats, deaths_between, scrape, split_answers, split_log_size, worker_pids
+from servectl.instance import processes
+from servectl.instance.launch import EVENTS_FILE
+from servectl.instance.management import Management
+from servectl.release import canary, lifecycle
+from servectl.release.watch_sources import Stats, deaths_between, scrape, split_answers, split_log_size, worker_pids
 
-__all__ = ["Stats", "WatchConfig", "breach", "watch"]  # tests import Stats from here
-
-
-@dataclass(frozen=True)
-class WatchConfig:
-    window_s: float
-    interval_s: float
-    min_requests: int
-    max_error_ratio: float
-    max_p99_ratio: float
-    max_class_shift: float
-    max_failed_ticks: int
-    max_worker_deaths: int
-
-    @classmethod
-    def load(cls, path: Path = lifecycle.LIFECYCLE_CONFIG) -> WatchConfig:
-        doc = yaml.safe_load(path.read_text())["watch"]
-        return cls(
-            window_s=float(doc["window_seconds"]),
-            interval_s=float(doc["interval_seconds"]),
-            min_requests=int(doc["min_requests"]),
-            max_error_ratio=float(doc["max_error_ratio"]),
-            max_p99_ratio=float(doc["max_p99_ratio"]),
-            max_class_shift=float(doc["max_class_shift"]),
-            max_failed_ticks=int(doc["max_failed_ticks"]),
-            max_worker_deaths=int(doc["max_worker_deaths"]),
-        )
+__all__ = ["Stats", "Watch", "breach", "watch"]  # tests import Stats from here
 
 
 def breach(new: Stats, old: Stats, config: WatchConfig) -> str | None:
@@ -111,7 +85,7 @@ class Watch:
 
 
 def begin(settings: ServeSettings) -> Watch:
-    state = lifecycle.current_state(settings)
+    state = lifecycle.current_state(settings, Management(settings))
     new, old = (state.canary, state.default) if state.canary else (state.default, state.previous)
     if new is None or old is None:
         raise ServeError("nothing to watch: no canary, and no previous default loaded")
@@ -137,18 +111,18 @@ def tick(settings: ServeSettings, watch: Watch, config: WatchConfig) -> tuple[bo
     until ``max_failed_ticks`` of them in a row, which is a breach. A watch ends when its server
     stopped or restarted ('make stop'): the next start restores the record, not this watch."""
     if processes.running_pid(settings) != watch.server:
-        lifecycle.say(f"watch of {watch.new} ended: the server it watched stopped or restarted")
+        lifecycle.say(settings, f"watch of {watch.new} ended: the server it watched stopped or restarted")
         return False, None
     try:
-        state = lifecycle.current_state(settings)
+        state = lifecycle.current_state(settings, Management(settings))
         if (state.canary or state.default) != watch.new:
-            lifecycle.say(f"watch of {watch.new} ended: changed by hand")
+            lifecycle.say(settings, f"watch of {watch.new} ended: changed by hand")
             return False, None
         new, old = watch.judged(settings)
         dead = died(settings, watch, config)
     except ServeError as exc:
         watch.failed_ticks += 1
-        lifecycle.say(f"tick {watch.failed_ticks}/{config.max_failed_ticks} failed: {exc}")
+        lifecycle.say(settings, f"tick {watch.failed_ticks}/{config.max_failed_ticks} failed: {exc}")
         if watch.failed_ticks >= config.max_failed_ticks:
             return False, f"scrape: no metrics for {watch.failed_ticks} ticks in a row ({exc})"
         return True, None
@@ -161,14 +135,14 @@ def tick(settings: ServeSettings, watch: Watch, config: WatchConfig) -> tuple[bo
 def roll_back(settings: ServeSettings, watch: Watch, reason: str) -> str | None:
     """Undo the watched version under the lifecycle lock, if it is still what the watch began
     with (an operator may have promoted or rolled back meanwhile): then record why."""
-    lifecycle.say(f"AUTO-ROLLBACK of {watch.new} to {watch.old}: {reason}")
+    lifecycle.say(settings, f"AUTO-ROLLBACK of {watch.new} to {watch.old}: {reason}")
     try:
         if watch.is_canary:
             canary.abandon(settings, watch.new)
         else:
             lifecycle.rollback(settings, watch.new)
     except ServeError as exc:
-        lifecycle.say(f"auto-rollback not done: {exc}")
+        lifecycle.say(settings, f"auto-rollback not done: {exc}")
         return None
     record(settings, watch.new, watch.old, reason)
     return reason
@@ -177,20 +151,20 @@ def roll_back(settings: ServeSettings, watch: Watch, reason: str) -> str | None:
 def watch(settings: ServeSettings, config: WatchConfig | None = None) -> str | None:
     """Watch the new version until the window ends (or the canary or default changes by hand);
     roll back on a breach and return why (None when it held)."""
-    config = config or WatchConfig.load()
+    config = config or settings.lifecycle.watch
     return follow(settings, begin(settings), config)
 
 
 def follow(settings: ServeSettings, watched: Watch, config: WatchConfig) -> str | None:
     """The ticks of one watch, from its beginning to the end of its window or a breach."""
-    lifecycle.say(f"watching {watched.new} against {watched.old} for {config.window_s:g} s")
-    deadline = time.monotonic() + config.window_s
+    lifecycle.say(settings, f"watching {watched.new} against {watched.old} for {config.window_seconds:g} s")
+    deadline = time.monotonic() + config.window_seconds
     while time.monotonic() < deadline:
-        time.sleep(config.interval_s)  # the sampling period of a bounded watch, not a wait for a condition
+        time.sleep(config.interval_seconds)  # the sampling period of a bounded watch, not a wait for a condition
         going, reason = tick(settings, watched, config)
         if reason:
             return roll_back(settings, watched, reason)
         if not going:
             return None
-    lifecycle.say(f"watch of {watched.new} ended: no threshold breached in {config.window_s:g} s")
+    lifecycle.say(settings, f"watch of {watched.new} ended: no threshold breached in {config.window_seconds:g} s")
     return None

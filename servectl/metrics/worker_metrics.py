@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from handlers.metric_names import PREFIX
-from servectl.tokens import read_keys
+from common.metric_names import PREFIX
+from servectl.instance.tokens import read_keys
 
 
 class WorkerCollector:
@@ -103,7 +103,7 @@ def process_usage(pid: Any) -> tuple[float, float] | None:
 
 
 class AutoRollbackCollector:
-    """``PREFIX_auto_rollbacks_total``: servectl.watcher's rollbacks since this start, by the
+    """``PREFIX_auto_rollbacks_total``: servectl.release.watcher's rollbacks since this start, by the
     version rolled back and the kind of breach, read from its events file on each scrape."""
 
     def __init__(self, events_file: Path) -> None:

@@ -14,8 +14,8 @@ from contextlib import suppress
 
 import psutil
 
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.settings import ServeSettings
 from servectl.waiting import WaitTimeout, wait_for
 
 CONFIG_FLAGS = ("--ts-config", "-f")  # torchserve's launcher, its Java frontend (ModelServer)

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.settings import ServeSettings
 
 LOCK_FILE = "lifecycle.lock"
 

@@ -14,78 +14,45 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import requests
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.model_card import ModelCard
-from servectl import model_config, oplock, versions
+from common.model_card import ModelCard
+from servectl.config import model_config
+from servectl.config.settings import ServeSettings
 from servectl.errors import ServeError
-from servectl.management import Management
-from servectl.readiness import log_tail
-from servectl.settings import SERVE_CONFIG, ServeSettings
-from servectl.tokens import auth_headers
-from servectl.versions import State
+from servectl.instance import draining
+from servectl.instance.management import Management
+from servectl.instance.readiness import load_refusal, log_tail, ready_workers
+from servectl.instance.tokens import auth_headers
+from servectl.release import oplock
+from servectl.store import versions
+from servectl.store.versions import State
 from servectl.waiting import WaitTimeout, wait_for
 
-LIFECYCLE_CONFIG = SERVE_CONFIG / "lifecycle.yaml"
 PREFLIGHT_ROWS_PER_REQUEST = 8
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class LifecycleConfig:
-    """serve_config/lifecycle.yaml."""
-
-    max_loaded_versions: int
-    preflight_accuracy_slack: float
-    drain_quiet_s: float
-    drain_timeout_s: float
-    canary_percent: float
-    watch_auto: bool
-    lock_timeout_s: float
-    expose_pinned_versions: bool
-    log_format: str  # servectl's progress lines: text, or json (one object per line)
-
-    @classmethod
-    def load(cls, path: Path = LIFECYCLE_CONFIG) -> LifecycleConfig:
-        doc = yaml.safe_load(path.read_text())
-        return cls(
-            max_loaded_versions=int(doc["max_loaded_versions"]),
-            preflight_accuracy_slack=float(doc["preflight_accuracy_slack"]),
-            drain_quiet_s=float(doc["drain"]["quiet_seconds"]),
-            drain_timeout_s=float(doc["drain"]["timeout_seconds"]),
-            canary_percent=float(doc["canary_percent"]),
-            watch_auto=bool(doc["watch"]["auto"]),
-            lock_timeout_s=float(doc["lock_timeout_seconds"]),
-            expose_pinned_versions=bool(doc["proxy"]["expose_pinned_versions"]),
-            log_format=str(doc["log_format"]),
-        )
-
-
 def exclusive(op: Callable[Concatenate[ServeSettings, P], R]) -> Callable[Concatenate[ServeSettings, P], R]:
-    """Run a lifecycle operation under the instance's lifecycle lock (servectl.oplock)."""
+    """Run a lifecycle operation under the instance's lifecycle lock (servectl.release.oplock)."""
 
     @functools.wraps(op)
     def locked(settings: ServeSettings, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with oplock.held(settings, LifecycleConfig.load().lock_timeout_s):
+        with oplock.held(settings, settings.lifecycle.lock_timeout_seconds):
             return op(settings, *args, **kwargs)
 
     return locked
 
 
-def say(message: str) -> None:
-    """A progress line of a lifecycle operation, in serve_config/lifecycle.yaml's log_format
-    (the file is read per line: a handful per operation). A print, not a logging handler: the
-    line goes to whatever stdout is now (the CLI's, a test's capture), and json.dumps is all
-    the JSON a three-key line needs."""
-    if LifecycleConfig.load().log_format == "json":
+def say(settings: ServeSettings, message: str) -> None:
+    """A progress line of a lifecycle operation, in serve_config/lifecycle.yaml's log_format.
+    A print, not a logging handler: the line goes to whatever stdout is now (the CLI's, a
+    test's capture), and json.dumps is all the JSON a three-key line needs."""
+    if settings.lifecycle.log_format == "json":
         print(json.dumps({"timestamp": datetime.now(UTC).isoformat(), "logger": "servectl", "message": message}),
               flush=True)  # fmt: skip
     else:
@@ -95,35 +62,19 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------- loading a version
 
 
-def ready_count(described: dict[str, Any] | None) -> int:
-    return sum(1 for w in (described or {}).get("workers", []) if w.get("status") == "READY")
-
-
-def refusal_since(settings: ServeSettings, since: float) -> str | None:
-    """The handler's refusal (``handlers.load_status``) written after ``since``, if any."""
-    try:
-        record = json.loads(settings.load_status_file.read_text())
-    except (OSError, ValueError):
-        return None
-    if record.get("model") == settings.model_name and float(record.get("time", 0)) >= since:
-        return str(record.get("reason", "no reason given"))
-    return None
-
-
-def load_version(settings: ServeSettings, version: str, timeout: float) -> None:
+def load_version(settings: ServeSettings, api: Management, version: str, timeout: float) -> None:
     """Register ``version`` from the store and wait for its workers; unload it again and say
     why when its handler refuses it (e.g. an archive whose model file fails its sha256)."""
-    api = Management(settings)
     mar = versions.archive_of(settings, version)
     workers = model_config.load().min_workers
     since = time.time()
     api.register(mar.name, workers)
 
     def ready() -> bool:
-        refused = refusal_since(settings, since)
+        refused = load_refusal(settings, since)
         if refused:
             raise ServeError(f"{settings.model_name} {version} refused to load: {refused}")
-        return ready_count(api.versions().get(version)) >= workers
+        return ready_workers(api.versions().get(version)) >= workers
 
     try:
         wait_for(ready, timeout, f"{settings.model_name} {version} READY", interval=0.25)
@@ -165,8 +116,8 @@ def preflight_problems(settings: ServeSettings, candidate: ModelCard, current: M
     split = versions.test_split_of(versions.archive_of(settings, candidate.version))
     served = served_accuracy(settings, candidate.version, split["x"], split["y"])
     recorded = float(candidate.metrics["test"]["accuracy"])
-    slack = LifecycleConfig.load().preflight_accuracy_slack
-    say(f"pre-flight: {candidate.version} answers {served:.4f} on its test split (card: {recorded:.4f})")
+    slack = settings.lifecycle.preflight_accuracy_slack
+    say(settings, f"pre-flight: {candidate.version} answers {served:.4f} on its test split (card: {recorded:.4f})")
     if served < recorded - slack - 1e-12:
         problems.append(f"served accuracy {served:.4f} is below the card's {recorded:.4f}")
     return problems
@@ -185,9 +136,8 @@ def card_of_version(settings: ServeSettings, version: str) -> ModelCard | None:
 # ---------------------------------------------------------------- the state
 
 
-def current_state(settings: ServeSettings) -> State:
+def current_state(settings: ServeSettings, api: Management) -> State:
     """The record, reconciled with what TorchServe has loaded now."""
-    api = Management(settings)
     loaded = api.versions()
     default = api.default_version()
     if not loaded or default is None:
@@ -209,43 +159,47 @@ def current_state(settings: ServeSettings) -> State:
 def rollout(settings: ServeSettings, version: str, force: bool = False, timeout: float = 120.0) -> State:
     """Load ``version`` beside the default, check it, make it the default."""
     t0 = time.monotonic()
-    state = current_state(settings)
+    api = Management(settings)
+    state = current_state(settings, api)
     if version == state.default:
         raise ServeError(f"{version} is already the default")
     if state.canary is not None:
         raise ServeError(f"a canary of {state.canary} runs: 'make promote' or 'make rollback' first")
-    prepare_candidate(settings, state, version, force, timeout)
-    Management(settings).set_default(version)
+    prepare_candidate(settings, api, state, version, force, timeout)
+    api.set_default(version)
     state.previous, state.default = state.default, version
     state.loaded = sorted(set(state.loaded) | {version})
     state.save(settings)
-    say(f"{version} is the default ({state.previous} stays loaded for 'make rollback'); {time.monotonic() - t0:.1f} s")
+    took = time.monotonic() - t0
+    say(settings, f"{version} is the default ({state.previous} stays loaded for 'make rollback'); {took:.1f} s")
     return state
 
 
-def prepare_candidate(settings: ServeSettings, state: State, version: str, force: bool, timeout: float = 120.0) -> None:
+def prepare_candidate(
+    settings: ServeSettings, api: Management, state: State, version: str, force: bool, timeout: float = 120.0
+) -> None:
     """Load ``version`` beside the default (room made first) and pre-flight it through the
     server; a refused candidate is unloaded again, unless ``force``."""
     candidate = versions.card_of(versions.archive_of(settings, versions.check_version(version)))
     if version not in state.loaded:
-        make_room(settings, state)
-        say(f"loading {version} beside {state.default} ...")
-        load_version(settings, version, timeout)
+        make_room(settings, api, state)
+        say(settings, f"loading {version} beside {state.default} ...")
+        load_version(settings, api, version, timeout)
     problems = preflight_problems(settings, candidate, card_of_version(settings, state.default))
     if problems and not force:
-        Management(settings).unregister(version)
+        api.unregister(version)
         raise ServeError(f"{version} refused (FORCE=1 overrides):\n  " + "\n  ".join(problems))
     for problem in problems:
-        say(f"FORCED despite: {problem}")
+        say(settings, f"FORCED despite: {problem}")
 
 
-def make_room(settings: ServeSettings, state: State) -> None:
+def make_room(settings: ServeSettings, api: Management, state: State) -> None:
     """Retire the oldest versions that are neither default nor previous until one more fits."""
-    limit = LifecycleConfig.load().max_loaded_versions
+    limit = settings.lifecycle.max_loaded_versions
     spare = [v for v in state.loaded if v not in (state.default, state.previous, state.canary)]
     while len(state.loaded) + 1 > limit and spare:
-        retire(settings, spare.pop(0))
-        state.loaded = [v for v in state.loaded if v in Management(settings).versions()]
+        retire_loaded(settings, api, spare.pop(0))
+        state.loaded = [v for v in state.loaded if v in api.versions()]
     if len(state.loaded) + 1 > limit:
         raise ServeError(f"{len(state.loaded)} versions loaded, max_loaded_versions is {limit}: retire one first")
 
@@ -266,69 +220,51 @@ def rollback(settings: ServeSettings, expect: str) -> State:
     """Make the previous default the default again (one call: it is still loaded), if the
     default is still ``expect``, the version this rollback means to undo."""
     t0 = time.monotonic()
-    state = current_state(settings)
+    api = Management(settings)
+    state = current_state(settings, api)
     expected_default(state, expect)
     if state.previous is None:
         raise ServeError("no previous default is loaded: nothing to roll back to")
-    Management(settings).set_default(state.previous)
+    api.set_default(state.previous)
     state.previous, state.default = state.default, state.previous
     state.save(settings)
-    say(f"{state.default} is the default again ({state.previous} stays loaded); {time.monotonic() - t0:.2f} s")
+    took = time.monotonic() - t0
+    say(settings, f"{state.default} is the default again ({state.previous} stays loaded); {took:.2f} s")
     return state
 
 
 @exclusive
 def retire(settings: ServeSettings, version: str) -> State:
     """Unload a version that is not the default, once no request for it is in flight."""
+    return retire_loaded(settings, Management(settings), version)
+
+
+def retire_loaded(settings: ServeSettings, api: Management, version: str) -> State:
+    """``retire`` with the operation's management client (a rollout making room calls it)."""
     t0 = time.monotonic()
-    state = current_state(settings)
+    state = current_state(settings, api)
     if version == state.default:
         raise ServeError(f"{version} is the default: roll out or roll back to another version first")
     if version == state.canary:
         raise ServeError(f"{version} is the canary: 'make rollback' ends the canary first")
     if version not in state.loaded:
         raise ServeError(f"{version} is not loaded (loaded: {', '.join(state.loaded)})")
-    drain(settings, version)
-    Management(settings).unregister(version)
+    drain(settings, api, version)
+    api.unregister(version)
     state.loaded = [v for v in state.loaded if v != version]
     if state.previous == version:
         state.previous = None
     state.save(settings)
-    say(f"{version} unloaded; {time.monotonic() - t0:.1f} s")
+    say(settings, f"{version} unloaded; {time.monotonic() - t0:.1f} s")
     return state
 
 
-def requests_counted(settings: ServeSettings, version: str) -> float:
-    """TorchServe's ts_inference_requests_total for ``version`` (its frontend's count)."""
+def drain(settings: ServeSettings, api: Management, version: str) -> None:
+    """Wait until ``version`` has no pending request and got none for ``drain.quiet_seconds``."""
+    quiet = settings.lifecycle.drain
     try:
-        text = requests.get(f"{settings.metrics.url}/metrics", timeout=5).text
-    except requests.RequestException as exc:
-        raise ServeError(f"metrics API not answering: {exc}") from None
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith("ts_inference_requests")
-        and sample.labels.get("model_name") == settings.model_name
-        and sample.labels.get("model_version") == version
-    )
-
-
-def drain(settings: ServeSettings, version: str) -> None:
-    """Wait until ``version`` has no pending request and got none for ``quiet_seconds``."""
-    config = LifecycleConfig.load()
-    api = Management(settings)
-
-    def quiet() -> bool:
-        before = requests_counted(settings, version)
-        pending = api.versions().get(version, {}).get("jobQueueStatus", {}).get("pendingRequests", 0)
-        if pending:
-            return False
-        time.sleep(config.drain_quiet_s)  # the quiet period itself, not a wait for a condition
-        return requests_counted(settings, version) == before
-
-    try:
-        wait_for(quiet, config.drain_timeout_s, f"{version} to drain", interval=0.1)
+        wait_for(lambda: draining.quiet_for(settings, api, quiet.quiet_seconds, only=version),
+                 quiet.timeout_seconds, f"{version} to drain", interval=0.1)  # fmt: skip
     except WaitTimeout as exc:
         raise ServeError(f"{exc}: still getting requests, so it stays loaded") from None
 
@@ -340,16 +276,16 @@ def restore(settings: ServeSettings, timeout: float = 120.0) -> State:
     recorded = State.load(settings)
     api = Management(settings)
     if recorded is None:
-        state = current_state(settings)
+        state = current_state(settings, api)
         state.save(settings)
         return state
     built = versions.built(settings)
     for version in recorded.loaded:
         if version not in api.versions() and version in built:
-            load_version(settings, version, timeout)
+            load_version(settings, api, version, timeout)
     if recorded.default in api.versions():
         api.set_default(recorded.default)
-    state = current_state(settings)
+    state = current_state(settings, api)
     state.previous = recorded.previous if recorded.previous in state.loaded else None
     state.save(settings)
     return state
@@ -362,8 +298,8 @@ def table(settings: ServeSettings) -> str:
     """Every version built or loaded: default, READY workers, accuracy, sha256, created."""
     built = versions.built(settings)
     try:
-        loaded = Management(settings, timeout=3).versions()
-        default = Management(settings, timeout=3).default_version()
+        api = Management(settings, timeout=3)
+        loaded, default = api.versions(), api.default_version()
     except ServeError:
         loaded, default = {}, None
     state = State.load(settings)
@@ -380,7 +316,7 @@ def table(settings: ServeSettings) -> str:
                 version,
                 role,
                 "yes" if version in loaded else "no",
-                str(ready_count(loaded.get(version))) if version in loaded else "-",
+                str(ready_workers(loaded.get(version))) if version in loaded else "-",
                 f"{float(card.metrics['test']['accuracy']):.4f}" if card else "?",
                 card.sha256[:12] if card else "?",
                 card.created_at if card else "?",
