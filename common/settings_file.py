@@ -75,5 +75,12 @@ def describe(path: Path, section: str, exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         key = ".".join([*prefix, *(str(part) for part in error["loc"])]) or "(the whole file)"
-        lines.append(f"{shown(path)}: {key}: {error['msg']}")
+        got = "" if error["type"] == "missing" else f", got {_short(error['input'])}"
+        lines.append(f"{shown(path)}: {key}: {error['msg']}{got}")
     return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    """A refused value as a message shows it: its repr, cut at 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -14,19 +14,19 @@ A leaf module (pydantic only), so the contract, observability and explanation mo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
-FILE = "model-config.yaml"
+from common.settings_file import Settings, SettingsError, describe
+
+FILE = Path("model-config.yaml")
 Model = TypeVar("Model", bound=BaseModel)
+__all__ = ["SettingsError"]
 
 
-class SettingsError(ValueError):
-    """A missing or wrong key of model-config.yaml's ``handler`` section."""
-
-
-class Section(BaseModel):
+class Section(Settings):
     """Strict, closed and frozen: read once at start-up, never changed by a request."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
@@ -94,19 +94,12 @@ def checked(model: type[Model], section: Any, where: str) -> Model:
     try:
         return model.model_validate(section)
     except ValidationError as exc:
-        raise SettingsError("; ".join(_described(error, where) for error in exc.errors())) from None
+        raise SettingsError(describe(FILE, where, exc)) from None
 
 
 def from_config(model_yaml_config: Mapping[str, Any] | None) -> HandlerSettings:
     """The ``handler`` section of the model's model-config.yaml (as TorchServe parsed it)."""
     section = (model_yaml_config or {}).get("handler")
     if section is None:
-        raise SettingsError(f"{FILE}: handler: missing; the archive must carry serve_config/{FILE}")
+        raise SettingsError(f"{FILE}: handler: Field required; the archive must carry serve_config/{FILE}")
     return checked(HandlerSettings, section, "handler")
-
-
-def _described(error: Any, where: str) -> str:
-    place = ".".join([where, *(str(part) for part in error["loc"])])
-    if error["type"] == "missing":
-        return f"{FILE}: {place}: missing"
-    return f"{FILE}: {place}: {error['msg']}, got {error['input']!r}"

@@ -27,7 +27,7 @@ from tests.conftest import MODEL_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent.parent
 IMAGE = os.environ.get("TS_IMAGE", "torchserve-tabular:1.0")
-# how the operator runs it (README "Running in production"; compose and Kubernetes say the same)
+# how the operator runs it (docs/deployment.md; compose and Kubernetes say the same)
 RUN_DIR_TMPFS = "/app/.run:uid=10001,gid=10001,mode=0700,exec,size=512m"
 TMP_TMPFS = "/tmp:uid=10001,gid=10001,mode=1777,size=64m"
 OPERATOR_FLAGS = [

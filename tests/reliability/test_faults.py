@@ -25,7 +25,7 @@ from tests.support.loadmix import Result, run
 RESPONSE_TIMEOUT = MODEL_CONFIG.response_timeout_s
 # A dead worker is restarted after TorchServe's back-off (1 s, then growing) and has
 # startupTimeout to load: the bound on recovery on any machine. How fast it is (4 s idle,
-# 8 to 25 s under load on 2 cores: README "Reliability") is printed, not asserted.
+# 8 to 25 s under load on 2 cores: docs/reliability.md) is printed, not asserted.
 RECOVERY_BOUND = MODEL_CONFIG.startup_timeout_s + 5
 AFTER_RECOVERY = 60  # answers to requests sent after recovery that must all be right
 WORKER_DIED = "Worker died."

@@ -220,7 +220,7 @@ def test_live_fuzz_of_malformed_bodies_and_headers_never_gets_a_5xx(steady, refe
 def test_malformed_form_body_is_a_known_upstream_500_that_never_reaches_a_worker(steady):
     """TorchServe's frontend decodes application/x-www-form-urlencoded bodies itself (Netty)
     and answers a bad %-escape with a 500 before any handler runs; no setting turns that off.
-    Pinned here so an upgrade that fixes it shows up; README "Reliability" says to reject
+    Pinned here so an upgrade that fixes it shows up; docs/reliability.md says to reject
     form content types at the proxy (this API accepts none)."""
     url = f"{steady.inference.url}/predictions/{steady.model_name}"
     before = workers(steady)

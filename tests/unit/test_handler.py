@@ -95,7 +95,7 @@ def load_worker(
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def variant(request) -> str:
-    """Every test of a served answer runs once per model variant (README "Model variants")."""
+    """Every test of a served answer runs once per model variant (docs/model.md, "Model variants")."""
     return request.param
 
 

@@ -62,7 +62,7 @@ def test_a_wrong_setting_fails_the_load(change):
 def test_a_missing_key_is_named():
     section = dict(SHIPPED)
     del section["access_log"]
-    with pytest.raises(SettingsError, match="model-config.yaml: handler.observability.access_log: missing"):
+    with pytest.raises(SettingsError, match="model-config.yaml: handler.observability.access_log: Field required"):
         checked(ObservabilitySettings, section, "handler.observability")
 
 

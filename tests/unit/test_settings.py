@@ -34,7 +34,7 @@ def test_the_shipped_section_is_typed_with_its_values():
     [
         ("handler.explain.steps", "64", "model-config.yaml: handler.explain.steps: "),
         ("handler.max_rows", 0, "model-config.yaml: handler.max_rows: "),
-        ("handler.max_rows", KeyError, "model-config.yaml: handler.max_rows: missing"),
+        ("handler.max_rows", KeyError, "model-config.yaml: handler.max_rows: Field required"),
         ("handler.max_rwos", 5, "model-config.yaml: handler.max_rwos: Extra inputs are not permitted"),
         ("handler.observability.access_log", "some", "model-config.yaml: handler.observability.access_log: "),
     ],
@@ -46,5 +46,5 @@ def test_a_wrong_key_names_the_file_and_the_key(path, value, message):
 
 
 def test_no_handler_section_fails_the_load():
-    with pytest.raises(SettingsError, match="model-config.yaml: handler: missing"):
+    with pytest.raises(SettingsError, match="model-config.yaml: handler: Field required"):
         from_config({"minWorkers": 1})
