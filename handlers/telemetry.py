@@ -3,7 +3,7 @@ model, predictions by class, rejections by error type, and input drift.
 
 TorchServe's own metrics are counters and last-value gauges, so these come from
 prometheus-client. Under TorchServe every worker writes into ``PROMETHEUS_MULTIPROC_DIR``
-(servectl sets it) and ``servectl.exporter`` serves the merged registry; without that
+(servectl sets it) and ``servectl.metrics.exporter`` serves the merged registry; without that
 variable (unit tests) the values live in memory. Recording is a few array operations and
 counter increments per batch: no per-row Python work.
 """
