@@ -293,7 +293,7 @@ test-spark: $(MAR) $(SPARK_TOOLS) ## the Spark tier: offline.spark on local[2] a
 # spark-submit --py-files: the modules the driver and the executors import (docs/spark.md)
 spark-modules: build/spark/modules.zip ## zip common/, handlers/, offline/ and servectl/ for spark-submit --py-files
 
-build/spark/modules.zip: $(wildcard common/*.py handlers/*.py handlers/*/*.py offline/*.py servectl/*.py)
+build/spark/modules.zip: $(wildcard common/*.py handlers/*.py handlers/*/*.py offline/*.py servectl/*.py servectl/*/*.py)
 	@mkdir -p $(@D) && rm -f $@
 	$(PY) -m zipfile -c $@ common handlers offline servectl
 

@@ -16,7 +16,6 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -24,6 +23,7 @@ from common.model_card import METADATA_FILE, ModelCard, ModelCardError
 from handlers import runtimes
 from handlers.contract import Schema
 from handlers.contract.model_schema import request_schema
+from handlers.settings import HandlerSettings, SettingsError, from_config
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 
@@ -34,12 +34,12 @@ class Archive:
 
     card: ModelCard
     model_version: str  # the manifest's, as the service answers it
-    handler_settings: dict[str, Any]  # the archive's model-config.yaml ``handler`` section, as served
+    handler_settings: HandlerSettings  # the archive's model-config.yaml ``handler`` section, as served
 
     def schema(self, max_rows: int) -> Schema:
         """The service's request contract (``request_schema``: features, input bounds) with a
         row limit of ``max_rows``: the limit is a request's, a table's batches choose their own."""
-        return request_schema(self.card, max_rows, self.handler_settings.get("input_range_widths"))
+        return request_schema(self.card, max_rows, self.handler_settings.input_range_widths)
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,11 @@ def read(mar: Path) -> Archive:
             config = archive.read(manifest["configFile"]) if manifest.get("configFile") else b"{}"
     except (zipfile.BadZipFile, KeyError) as exc:
         raise ModelCardError(f"{mar}: not a model archive with a manifest and a model card ({exc})") from None
-    handler = (yaml.safe_load(config) or {}).get("handler") or {}
-    return Archive(card, str(manifest.get("modelVersion", card.version)), dict(handler))
+    try:  # the handler's own check: a section the served model would refuse is refused here too
+        handler = from_config(yaml.safe_load(config) or {})
+    except SettingsError as exc:
+        raise ModelCardError(f"{mar}: {exc}") from None
+    return Archive(card, str(manifest.get("modelVersion", card.version)), handler)
 
 
 def load(mar: Path, threads: int = 1) -> ArchivedModel:
