@@ -253,6 +253,10 @@ variants: artifacts/checkpoint.pt $(BENCH_TOOLS) ## build all four model variant
 bench-tracing: $(MAR) ## the handler's cost per batch with tracing off, on, and on with the receiver down
 	$(PY) -m benchmarks.tracing
 
+.PHONY: bench-handler
+bench-handler: $(MAR) ## the handler's cost per batch in-process, per bulk and single-row batch (no HTTP, no frontend)
+	$(PY) -m benchmarks.handler_batches
+
 bench-sweep: $(MAR) $(BENCH_TOOLS) ## try workers x batchSize x maxBatchDelay and print the best for a p99 budget
 	$(PY) -m benchmarks.bench --sweep --note '$(NOTE)' $(BENCH_ARGS)
 

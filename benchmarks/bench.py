@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> 
     out: dict[str, float] = {}
 
     def probabilities(x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(x), dim=1)
+        return runtimes.probabilities(model(x))
 
     with torch.inference_mode():
         for n in (1, 1000):
@@ -135,7 +136,7 @@ def model_ceiling(card: ModelCard, payloads: Payloads, seconds: float = 2.0) -> 
 
         def handle(body: bytes, content_type: str) -> bytes:
             parsed = parse_request(body, content_type, schema)
-            return responder.render(parsed, torch.softmax(model(parsed.rows), dim=1))[0]
+            return responder.render(parsed, runtimes.probabilities(model(parsed.rows)))[0]
 
         for key, path, ctype, rows in (
             ("handler_rows_per_s_single_json", payloads.single, JSON_CT, 1),
@@ -428,7 +429,7 @@ def full_run(args: argparse.Namespace, card: ModelCard, payloads: Payloads) -> d
         mem = memory(run.proc)
         cold, ready = run.cold_start_s, run.ready_s
         comparison = None if args.no_peer else compare(args, run, card, payloads, served)
-        scored = score_a_file(run, card, args.score_rows) if args.score_rows else None
+        scored = score_a_file(run, card, args.score_rows, d) if args.score_rows else None
         if scored and comparison:
             service_bulk = comparison["summary"]["figures"]["bulk_binary_rows_per_s"].get(SERVICE, {})
             scored["service_rows_per_s"] = service_bulk.get("median", 0.0)
@@ -466,6 +467,7 @@ def service_system(run: Running, payloads: Payloads) -> peers.System:
         peers.Load(url, payloads.bulk_json, JSON_CT, COLUMNAR_CT),
         peers.Load(url, payloads.bulk_npy, NPY_CT, NPY_CT),
         lambda answer: np.asarray(orjson.loads(answer)["probabilities"], dtype=np.float64),
+        root_pid=run.proc.pid,
     )
 
 
@@ -488,17 +490,47 @@ def load_run(load: peers.Load, connections: int, seconds: float, name: str, rows
 
 def measure_round(system: peers.System, seconds: float, bulk_connections: int, bulk_rows: int,
                   ) -> dict[str, float]:
-    """Every figure of one system, back to back."""
+    """Every figure of one system, back to back; for the bulk figures also the CPU its
+    processes spent per request (all of them: for the service the JVM, workers and exporter)."""
     busy = load_run(system.single, 64, seconds, "single", 1)
     lone = load_run(system.single, 1, seconds, "lone", 1)
-    bulk_json = load_run(system.bulk_json, bulk_connections, seconds, "bulk-json", bulk_rows)
+    bulk_json, json_cpu = cpu_per_request(system, partial(load_run, system.bulk_json, bulk_connections, seconds,
+                                                          "bulk-json", bulk_rows))
     out = {"single_rps": busy.rps, "single_p50_ms": busy.p50_ms, "single_p99_ms": busy.p99_ms,
            "lone_p50_ms": lone.p50_ms, "bulk_json_rows_per_s": bulk_json.rows_per_s,
-           "errors": float(busy.errors + lone.errors + bulk_json.errors)}
+           "errors": float(busy.errors + lone.errors + bulk_json.errors)} | json_cpu
     if system.bulk_binary is not None:
-        binary = load_run(system.bulk_binary, bulk_connections, seconds, "bulk-binary", bulk_rows)
+        binary, binary_cpu = cpu_per_request(system, partial(load_run, system.bulk_binary, bulk_connections,
+                                                             seconds, "bulk-binary", bulk_rows))
         out |= {"bulk_binary_rows_per_s": binary.rows_per_s, "errors": out["errors"] + binary.errors}
+        out |= {k.replace("json", "binary"): v for k, v in binary_cpu.items()}
     return out
+
+
+def cpu_per_request(system: peers.System, load: Callable[[], LoadResult]) -> tuple[LoadResult, dict[str, float]]:
+    """The load's result, and ``{"bulk_json_cpu_us": ...}``: CPU µs per request of the
+    system's process tree over the load (empty when the system has no root process)."""
+    if system.root_pid is None:
+        return load(), {}
+    before = tree_cpu_seconds(system.root_pid)
+    result = load()
+    spent = tree_cpu_seconds(system.root_pid) - before
+    return result, {"bulk_json_cpu_us": spent / max(result.requests, 1) * 1e6}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and every descendant alive now."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def compare(args: argparse.Namespace, run: Running, card: ModelCard, payloads: Payloads,
@@ -550,46 +582,101 @@ def compare(args: argparse.Namespace, run: Running, card: ModelCard, payloads: P
         "notes": {s.name: s.why_no_binary for s in systems if s.why_no_binary},
         "load": {"cpus": os.cpu_count(), "before": before, "after": after},
         "duration_s": args.duration,
+        "bulk_rows": payloads.bulk_rows,
     }
 
 
-def score_a_file(run: Running, card: ModelCard, n_rows: int, connections: int = 4, chunk_rows: int = 5000,
-                 ) -> dict[str, Any]:
+def score_a_file(run: Running, card: ModelCard, n_rows: int, seconds: float = 5.0, connections: int = 4,
+                 chunk_rows: int = 5000) -> dict[str, Any]:
     """``python -m client score`` on a generated CSV of ``n_rows`` rows (not kept), in its own
-    process: rows/s end to end (read, send, answer, write) and the client's peak memory."""
+    process: rows/s end to end (read, send, answer, write), the client's CPU and peak memory;
+    beside it the service's rate for the same requests (its first chunk, header and all, sent
+    by wrk at the same connections with the same Accept), the rate of a client that costs
+    nothing. Measured twice: on shared cores, and with the server on one core and the client
+    (and wrk) on the other, as a client runs on a machine of its own."""
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
-        src, dst = Path(tmp) / "rows.csv", Path(tmp) / "scored.csv"
-        rng = np.random.default_rng(1)
-        mean, std = np.array(card.normalisation["mean"]), np.array(card.normalisation["std"])
-        with open(src, "wb") as f:
-            f.write(",".join(card.feature_names).encode() + b"\n")
-            for start in range(0, n_rows, 100_000):
-                rows = (mean + std * rng.standard_normal((min(100_000, n_rows - start), card.n_features)))
-                f.write(orjson.dumps(rows.astype(np.float32), option=orjson.OPT_SERIALIZE_NUMPY)[2:-2]
-                        .replace(b"],[", b"\n") + b"\n")
-        say(f"bench: scoring a {n_rows:,}-row CSV ({src.stat().st_size / 2**20:.0f} MiB) with python -m client score")
-        cmd = [sys.executable, "-m", "client", "score", str(src), "--out", str(dst), "--no-progress",
-               "--url", run.settings.inference.url, "--model", run.settings.model_name,
-               "--connections", str(connections), "--chunk-rows", str(chunk_rows)]
-        started = time.perf_counter()
-        proc = psutil.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        peak = 0
-        while proc.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                peak = max(peak, proc.memory_info().rss)
-            time.sleep(0.1)
-        seconds = time.perf_counter() - started
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: python -m client score failed: {err}")
-        with open(dst, "rb") as f:
-            written = sum(1 for _ in f) - 1
-        if written != n_rows:
-            raise SystemExit(f"bench: client score wrote {written} rows of {n_rows}")
-        retries = int(err.split(" requests, ", 1)[1].split(" resent", 1)[0]) if " resent" in err else 0
-        return {"rows": n_rows, "seconds": seconds, "rows_per_s": n_rows / seconds, "mib": src.stat().st_size / 2**20,
-                "connections": connections, "chunk_rows": chunk_rows, "retries": retries,
-                "client_rss_mib": peak / 2**20}
+        src, chunk = Path(tmp) / "rows.csv", Path(tmp) / "chunk.csv"
+        write_rows_csv(src, card, n_rows)
+        with open(src, "rb") as f:
+            chunk.write_bytes(b"".join(itertools.islice(f, chunk_rows + 1)))
+        shared = score_beside_wrk(run, src, chunk, n_rows, seconds, connections, chunk_rows)
+        pinned = None
+        if len(os.sched_getaffinity(0)) >= 2:
+            with pinned_apart(psutil.Process(run.proc.pid)):
+                pinned = score_beside_wrk(run, src, chunk, n_rows, seconds, connections, chunk_rows)
+        return shared | {"mib": src.stat().st_size / 2**20, "pinned": pinned}
+
+
+def score_beside_wrk(run: Running, src: Path, chunk: Path, n_rows: int, seconds: float, connections: int,
+                     chunk_rows: int) -> dict[str, Any]:
+    say(f"bench: {seconds:g}s of {chunk_rows:,}-row CSV chunks, Accept .npy, at {connections} connections (wrk)")
+    service = wrk(run.predict_url, connections, seconds, "score-csv", chunk, "text/csv", chunk_rows, NPY_CT)
+    say(f"bench: scoring a {n_rows:,}-row CSV ({src.stat().st_size / 2**20:.0f} MiB) with python -m client score")
+    dst = src.with_name("scored.csv")
+    cmd = [sys.executable, "-m", "client", "score", str(src), "--out", str(dst), "--no-progress",
+           "--url", run.settings.inference.url, "--model", run.settings.model_name,
+           "--connections", str(connections), "--chunk-rows", str(chunk_rows)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = psutil.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, proc.memory_info().rss)
+        time.sleep(0.1)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: python -m client score failed: {err}")
+    with open(dst, "rb") as f:
+        written = sum(1 for _ in f) - 1
+    if written != n_rows:
+        raise SystemExit(f"bench: client score wrote {written} rows of {n_rows}")
+    scoring = float(err.split(" rows in ", 1)[1].split(" s ", 1)[0])  # its own clock: after the imports
+    retries = int(err.split(" requests, ", 1)[1].split(" resent", 1)[0]) if " resent" in err else 0
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"rows": n_rows, "seconds": wall, "rows_per_s": n_rows / wall, "scoring_seconds": scoring,
+            "scoring_rows_per_s": n_rows / scoring, "client_cpu_s": cpu, "connections": connections,
+            "chunk_rows": chunk_rows, "retries": retries, "client_rss_mib": peak / 2**20,
+            "service_csv": service.to_dict()}
+
+
+@contextlib.contextmanager
+def pinned_apart(server: psutil.Process) -> Iterator[None]:
+    """Every thread of the server's processes on the first CPU, this process (and so the
+    load generators it starts) on the others; restored after. Linux sets affinity per thread,
+    and a new thread inherits its creator's, so this holds for threads started meanwhile."""
+    cpus = sorted(os.sched_getaffinity(0))
+    saved: dict[int, set[int]] = {}
+    for proc in [server, *server.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            for thread in proc.threads():
+                with contextlib.suppress(OSError):
+                    saved[thread.id] = os.sched_getaffinity(thread.id)
+                    os.sched_setaffinity(thread.id, cpus[:1])
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus[1:])
+    say(f"bench: the server on CPU {cpus[0]}, the client and wrk on CPU {','.join(map(str, cpus[1:]))}")
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+        for tid, mask in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, mask)
+
+
+def write_rows_csv(path: Path, card: ModelCard, n_rows: int) -> None:
+    """A header and ``n_rows`` rows drawn around the training statistics, float32 text."""
+    rng = np.random.default_rng(1)
+    mean, std = np.array(card.normalisation["mean"]), np.array(card.normalisation["std"])
+    with open(path, "wb") as f:
+        f.write(",".join(card.feature_names).encode() + b"\n")
+        for start in range(0, n_rows, 100_000):
+            rows = (mean + std * rng.standard_normal((min(100_000, n_rows - start), card.n_features)))
+            f.write(orjson.dumps(rows.astype(np.float32), option=orjson.OPT_SERIALIZE_NUMPY)[2:-2]
+                    .replace(b"],[", b"\n") + b"\n")
 
 
 def register_no_wait(settings: ServeSettings, workers: int) -> tuple[str, dict[str, Any]]:
@@ -625,10 +712,16 @@ def no_wait(run: Running, payloads: Payloads, workers: int, seconds: float, warm
     wrk(url, bulk_connections, warmup / 2, "warm-up", npy[1], npy[2], payloads.bulk_rows, npy[3])
     lone = wrk(url, 1, seconds, "nowait-single", payloads.single)
     busy = wrk(url, 64, seconds, "nowait-single", payloads.single)
-    binary = wrk(url, bulk_connections, seconds, "nowait-binary", npy[1], npy[2], payloads.bulk_rows, npy[3])
-    json_bulk = wrk(url, bulk_connections, seconds, "nowait-json", payloads.bulk_json, JSON_CT, payloads.bulk_rows)
+    service = peers.System("", peers.Load(url, payloads.single, JSON_CT), peers.Load(url, payloads.bulk_json, JSON_CT),
+                           None, lambda _: np.zeros(0), root_pid=run.proc.pid)
+    binary, binary_cpu = cpu_per_request(service, partial(wrk, url, bulk_connections, seconds, "nowait-binary",
+                                                          npy[1], npy[2], payloads.bulk_rows, npy[3]))
+    json_bulk, json_cpu = cpu_per_request(service, partial(wrk, url, bulk_connections, seconds, "nowait-json",
+                                                           payloads.bulk_json, JSON_CT, payloads.bulk_rows))
     return {"max_batch_delay": described["maxBatchDelay"], "batch_size": described["batchSize"],
-            "lone": lone.to_dict(), "busy": busy.to_dict(), "binary": binary.to_dict(), "json": json_bulk.to_dict()}
+            "lone": lone.to_dict(), "busy": busy.to_dict(),
+            "binary": binary.to_dict() | {"cpu_us": binary_cpu["bulk_json_cpu_us"]},
+            "json": json_bulk.to_dict() | {"cpu_us": json_cpu["bulk_json_cpu_us"]}}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from common.model_card import METADATA_FILE, ModelCard
+from handlers import runtimes
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
@@ -36,7 +37,7 @@ class PeerModel:
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return torch.softmax(self.model(torch.from_numpy(x)), dim=1).numpy()
+            return runtimes.probabilities(self.model(torch.from_numpy(x))).numpy()  # the service's softmax
 
     def labels(self, probabilities: np.ndarray) -> list[str]:
         names = self.names

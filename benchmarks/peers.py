@@ -10,6 +10,7 @@ raises ``Unavailable`` with one line saying why, and the benchmark goes on witho
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -17,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class Unavailable(Exception):
     """A peer that cannot run here; the message is the one line the benchmark prints."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Load:
     """One figure's request: where, what body, which headers."""
 
@@ -47,7 +47,7 @@ class Load:
     header: str = ""  # one more "Name: value" header (Triton's Inference-Header-Content-Length)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class System:
     name: str
     single: Load
@@ -56,6 +56,7 @@ class System:
     probabilities: Callable[[bytes], np.ndarray]  # of a single-row JSON answer
     tuning: str = ""
     why_no_binary: str = ""
+    root_pid: int | None = None  # its processes' root, whose tree's CPU the rounds measure
 
 
 def columnar_probabilities(answer: bytes) -> np.ndarray:
@@ -173,8 +174,8 @@ def spawned(kind: str, payloads: Any, folder: Path, workers: int, batch_size: in
     system, cmd = predict_peer(kind, payloads, port, workers, batch_size, delay_ms)
     log = folder / f"{system.name.split()[0].lower()}.log"
     with process_group(cmd, peer_env(workers, batch_size, delay_ms), log, posts_ok(system.single),
-                       f"the {system.name} peer"):
-        yield system
+                       f"the {system.name} peer") as proc:
+        yield dataclasses.replace(system, root_pid=proc.pid)
 
 
 @contextlib.contextmanager
@@ -214,8 +215,8 @@ def triton(payloads: Any, folder: Path, workers: int, batch_size: int, delay_ms:
     env["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
     cmd = [str(python), "-m", "benchmarks.triton_peer", "--http-port", str(http), "--grpc-port", str(grpc),
            "--metrics-port", str(metrics)]
-    with process_group(cmd, env, folder / "triton.log", posts_ok(system.single), "the Triton peer"):
-        yield system
+    with process_group(cmd, env, folder / "triton.log", posts_ok(system.single), "the Triton peer") as proc:
+        yield dataclasses.replace(system, root_pid=proc.pid)
 
 
 PEERS = {"fastapi": fastapi, "litserve": litserve, "triton": triton}

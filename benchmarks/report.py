@@ -214,6 +214,17 @@ def peer_markdown(results: dict[str, Any]) -> list[str]:
             f"({score['connections']} connections, {fmt_num(score['chunk_rows'])}-row chunks, "
             f"{score['retries']} resent; client peak RSS {score['client_rss_mib']:.0f} MiB).",
         ]
+        for where, run in (("On shared cores", score), ("With the server on one core and the client on the other",
+                                                           score.get("pinned"))):
+            service = (run or {}).get("service_csv")
+            if run and service and "scoring_rows_per_s" in run:
+                lines.append(
+                    f"{where}: the client, after its imports and by its own clock, {run['scoring_seconds']:.2f} s, "
+                    f"{fmt_num(run['scoring_rows_per_s'])} rows/s, using {run['client_cpu_s']:.2f} s of CPU; the "
+                    f"service's rate for the same requests (its first chunk sent by wrk, {service['connections']} "
+                    f"connections, Accept .npy) {fmt_num(service['rows_per_s'])} rows/s, "
+                    f"p50 {service['p50_ms']:.1f} ms."
+                )
     return lines
 
 
@@ -223,19 +234,23 @@ def no_wait_markdown(results: dict[str, Any]) -> list[str]:
     if not nowait:
         return []
     lone, busy, binary, json_rows = nowait["lone"], nowait["busy"], nowait["binary"], nowait["json"]
+
+    def cpu(r: dict[str, Any]) -> str:
+        return f"{r['cpu_us']:,.0f}" if "cpu_us" in r else ""
+
     return [
         "",
         f"| same .mar, maxBatchDelay {nowait['max_batch_delay']} (registered through the management API) "
-        "| req/s or rows/s | p50 ms | p99 ms | errors |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| req/s or rows/s | p50 ms | p99 ms | errors | CPU µs/req, all processes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
         f"| single-row JSON, 1 connection | {fmt_num(lone['rps'])} req/s | {lone['p50_ms']:.2f} "
-        f"| {lone['p99_ms']:.1f} | {lone['errors']} |",
+        f"| {lone['p99_ms']:.1f} | {lone['errors']} | |",
         f"| single-row JSON, 64 connections | {fmt_num(busy['rps'])} req/s | {busy['p50_ms']:.1f} "
-        f"| {busy['p99_ms']:.1f} | {busy['errors']} |",
+        f"| {busy['p99_ms']:.1f} | {busy['errors']} | |",
         f"| 1000-row JSON in, JSON out ({json_rows['connections']} connections) | {fmt_num(json_rows['rows_per_s'])} "
-        f"rows/s | {json_rows['p50_ms']:.1f} | {json_rows['p99_ms']:.1f} | {json_rows['errors']} |",
+        f"rows/s | {json_rows['p50_ms']:.1f} | {json_rows['p99_ms']:.1f} | {json_rows['errors']} | {cpu(json_rows)} |",
         f"| 1000-row .npy in, .npy out ({binary['connections']} connections) | {fmt_num(binary['rows_per_s'])} "
-        f"rows/s | {binary['p50_ms']:.1f} | {binary['p99_ms']:.1f} | {binary['errors']} |",
+        f"rows/s | {binary['p50_ms']:.1f} | {binary['p99_ms']:.1f} | {binary['errors']} | {cpu(binary)} |",
     ]
 
 

@@ -92,12 +92,17 @@ def measure(endpoint: str, tmp: Path, rounds: int) -> dict[str, dict[str, float]
     return results
 
 
+def print_load(when: str) -> None:
+    """The load average beside a run's numbers: they hold only for a quiet machine."""
+    with open("/proc/loadavg") as fh:
+        print(f"load average {when}: {fh.read().split()[:3]}; {os.cpu_count()} CPUs")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2000)
     args = parser.parse_args()
-    with open("/proc/loadavg") as fh:
-        print(f"load average before: {fh.read().split()[:3]}; {os.cpu_count()} CPUs")
+    print_load("before")
     tmp = Path(tempfile.mkdtemp())
     # the receiver in a process of its own, as a collector would be
     receiver = subprocess.Popen([sys.executable, "-m", "tests.support.otlp_receiver"], cwd=REPO, text=True,
@@ -115,8 +120,7 @@ def main() -> int:
             print(f"{mode:20s} {size:12s} median {r['median_us']:8.1f} us  p99 {r['p99_us']:8.1f} us  "
                   f"max {r['max_us']:8.1f} us")  # fmt: skip
     print(f"spans received by the live receiver: {spans.strip()}")
-    with open("/proc/loadavg") as fh:
-        print(f"load average after: {fh.read().split()[:3]}")
+    print_load("after")
     return 0
 
 

@@ -112,7 +112,7 @@ def cmd_score(args: argparse.Namespace, client: Client) -> int:
     except KeyboardInterrupt:
         print(f"client: interrupted: {args.out} not written", file=sys.stderr)
         return INTERRUPTED
-    print(f"scored {report.rows:,} rows in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s, "
+    print(f"scored {report.rows:,} rows in {report.seconds:.2f} s ({report.rows_per_second:,.0f} rows/s, "
           f"{report.chunks} requests, {report.retries} resent) with model version {report.model_version}: {args.out}",
           file=sys.stderr)
     return 0

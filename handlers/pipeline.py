@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import torch
 
 from common.model_card import ModelCard
+from handlers import runtimes
 from handlers.contract import Parsed, RequestError
 from handlers.describe import DESCRIBED, Described
 from handlers.explain import Explainer, ExplanationRequest, is_explanation, no_explanations
@@ -162,7 +163,7 @@ class Pipeline:
         """One forward pass over the rows of every valid request; probabilities per request."""
         with torch.inference_mode():
             x = torch.cat([p.rows for p in valid]) if len(valid) > 1 else valid[0].rows
-            probabilities = torch.softmax(self.model(x), dim=1)
+            probabilities = runtimes.probabilities(self.model(x))
         self.telemetry.scored(x, probabilities)
         return tuple(probabilities.split([p.rows.shape[0] for p in valid]))
 

@@ -84,6 +84,7 @@ class HandlerSettings(Section):
     input_range_widths: PositiveFloat
     torch_threads: PositiveInt
     buffered_reader: bool
+    gc_young_threshold: PositiveInt
     explain: ExplainSettings
     observability: ObservabilitySettings
 

@@ -28,7 +28,10 @@ def bounded_csv(raw: bytes, schema: Schema) -> bytes:
     """The body without its trailing whitespace (no data, but a 16 MiB tail of newlines cost
     the parsers 5-8 s), once its lines and cells are within the limit."""
     body = raw.rstrip()
-    lines = max(body.count(b"\n"), body.count(b"\r")) + 1 if body else 0
+    newlines = body.count(b"\n")
+    if b"\r" in body:  # old Mac line ends; a search, where a second count costs ~0.2 ms per 500 KB
+        newlines = max(newlines, body.count(b"\r"))
+    lines = newlines + 1 if body else 0
     if lines > schema.max_rows + 1:
         raise _over_limit(schema, f"{lines} lines")
     values = body.count(b",") + lines
@@ -38,8 +41,11 @@ def bounded_csv(raw: bytes, schema: Schema) -> bytes:
 
 
 def check_json_size(raw: bytes, schema: Schema) -> None:
+    limit = schema.max_rows * (schema.n_features + 1) + JSON_SLACK
+    if len(raw) + 1 <= limit:  # fewer bytes than the limit has values: no count (~80 us per 100 KB, measured)
+        return
     values = raw.count(b",") + 1
-    if values > schema.max_rows * (schema.n_features + 1) + JSON_SLACK:
+    if values > limit:
         raise _over_limit(schema, f"{values} comma-separated JSON values")
 
 

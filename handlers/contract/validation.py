@@ -157,7 +157,7 @@ def _checked(arr: np.ndarray | torch.Tensor, schema: Schema, where: Callable[[in
         x = np.asarray(arr, dtype=np.float64)
         if schema.holds(x):
             return torch.from_numpy(x.astype(np.float32))
-        arr = x
+        arr = x if x.flags.writeable else x.copy()  # a body's own bytes are read-only: torch warns
     t = torch.as_tensor(arr, dtype=torch.float64)
     finite = torch.isfinite(t)
     if not bool(finite.all()):

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from handlers import runtimes
 from handlers.settings import ExplainSettings
 
 # path points (rows x steps) per forward/backward pass: ~25 MB of activations for this MLP
@@ -63,8 +64,8 @@ def attribute(
     ``budget`` (path points for the refinements) lasts: a row it leaves out keeps its
     coarser attributions and reports their error and steps, as every row does."""
     with torch.inference_mode(False), torch.no_grad():
-        probabilities = torch.softmax(model(x), dim=1)
-        at_base = torch.softmax(model(base), dim=1)
+        probabilities = runtimes.probabilities(model(x))
+        at_base = runtimes.probabilities(model(base))
     targets = torch.where(targets < 0, probabilities.argmax(dim=1), targets)
     result = Attributions(
         probabilities=probabilities,

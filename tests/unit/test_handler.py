@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import logging
 import struct
 import sys
 import zipfile
@@ -404,3 +405,25 @@ def test_error_bodies_carry_the_clients_request_id_or_torchserves(worker, rows):
     code, answers = decode(worker.predict(batch))
     assert code == 200 and [a.status for a in answers] == [400, 400, 400, 200]
     assert [a.json()["request_id"] for a in answers[:3]] == ["order-1", "ts-2", "ts-3"]
+
+
+def test_torchserves_per_batch_prediction_time_line_is_dropped(worker, rows, caplog):
+    """ts/service.py logs ``[METRICS]PredictionTime`` for every batch; the handler's filter on
+    that logger drops it (the handler's own histogram times batches), and only it."""
+    metrics_logger = logging.getLogger("ts.metrics.caching_metric")
+    (dropping,) = [f for f in metrics_logger.filters if getattr(f, "__name__", "") == "no_prediction_time"]
+
+    def lines() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            predict(worker, {"instances": rows[:1].tolist()})
+        return [r.getMessage() for r in caplog.records if r.name == metrics_logger.name]
+
+    assert not [line for line in lines() if line.startswith("[METRICS]PredictionTime")]
+    metrics_logger.removeFilter(dropping)
+    try:  # without the filter TorchServe does write it: the assertion above can fail
+        assert [line for line in lines() if line.startswith("[METRICS]PredictionTime")]
+    finally:
+        metrics_logger.addFilter(dropping)
+    record = logging.LogRecord(metrics_logger.name, logging.INFO, __file__, 1, "[METRICS]Other.ms:1|#", None, None)
+    assert metrics_logger.filter(record)

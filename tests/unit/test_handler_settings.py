@@ -1,9 +1,11 @@
 """What the handler takes from its settings, loaded through TorchServe's own loader from a
-real .mar: ``handler.torch_threads`` (threads per worker, set in model-config.yaml only),
+real .mar: ``handler.torch_threads`` (threads per worker, set in model-config.yaml only), the
+garbage collector's ``handler.gc_young_threshold``,
 and the refusal it writes for servectl when the model card check fails."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -70,6 +72,18 @@ def test_torch_threads_from_model_config_are_set_by_the_handler(tiny_artifacts, 
     assert torch.get_num_threads() == 3
     code, answers = decode(service.predict([request({"instances": [[0.5] * 10]})]))
     assert code == 200 and answers[0].status == 200
+
+
+def test_the_gc_young_threshold_from_model_config_is_set_by_the_handler(tiny_artifacts, tmp_path):
+    (tmp_path / "bad").mkdir()
+    before = gc.get_threshold()
+    try:
+        load(unpacked_mar(tiny_artifacts, tmp_path, gc_young_threshold=4321))
+        assert gc.get_threshold() == (4321, *before[1:])
+    finally:
+        gc.set_threshold(*before)
+    with pytest.raises(ValueError, match="handler.gc_young_threshold"):
+        load(unpacked_mar(tiny_artifacts, tmp_path / "bad", gc_young_threshold=0))
 
 
 def test_a_fresh_worker_gets_its_threads_and_one_inter_op_thread(tiny_artifacts, tmp_path):
