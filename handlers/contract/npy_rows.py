@@ -61,7 +61,7 @@ def _plain(raw: bytes) -> tuple[np.ndarray, int] | None:
     except ValueError:
         return None
     count = math.prod(shape)
-    if dtype.hasobject or dtype.itemsize == 0 or len(raw) - start < count * dtype.itemsize:
+    if min(shape, default=0) < 0 or dtype.hasobject or dtype.itemsize == 0 or len(raw) - start < count * dtype.itemsize:
         return None
     arr = np.frombuffer(raw, dtype, count, start).reshape(shape, order="F" if fortran else "C")
     return arr, start + count * dtype.itemsize

@@ -127,9 +127,17 @@ def test_the_npy_fast_path_reads_what_np_load_reads(array):
     npy(np.array([[1] * 10], dtype=object)),  # pickles: refused by np.load
     npy(np.ones((3, 10), np.float32)).replace(b"\x01\x00", b"\x02\x00", 1),  # another version
     b"\x93NUMPY\x01\x00\xff\xff",  # a header longer than the body
-], ids=["truncated", "objects", "version 2 bytes", "short header"])  # fmt: skip
+    npy(np.ones((4, 10), np.float32)).replace(b"(4, 10), } ", b"(-4, 10), }"),  # np.load: negative dimensions
+], ids=["truncated", "objects", "version 2 bytes", "short header", "negative dimension"])  # fmt: skip
 def test_what_the_npy_fast_path_cannot_read_goes_to_np_load(body):
     assert npy_rows._plain(body) is None
+
+
+def test_a_negative_dimension_gets_numpys_own_message():
+    body = npy(np.ones((4, 10), np.float32)).replace(b"(4, 10), } ", b"(-4, 10), }")
+    with pytest.raises(RequestError) as info:
+        npy_rows.rows_from_npy(body, Schema(SYNTHETIC_FEATURES))
+    assert info.value.type == "invalid_npy" and "negative dimensions" in info.value.message
 
 
 def test_probabilities_are_torchs_softmax_within_float32_rounding():
