@@ -65,28 +65,34 @@ def judge(report: dict[str, Any], locks: int, ignored: list[str]) -> Outcome:
                        f"(accepted in docs/security.md: {', '.join(ignored) or 'none'})"])
 
 
-def pip_audit(locks: list[Path], ignored: list[str], work: Path) -> subprocess.CompletedProcess[str]:
+def pip_audit(lock: Path, ignored: list[str], work: Path, cache: Path) -> subprocess.CompletedProcess[str]:
     report = work / "report.json"
     command = [str(Path(sys.executable).with_name("pip-audit")), "--no-deps", "--disable-pip",
                "--progress-spinner", "off", "--format", "json", "--output", str(report),
-               "--cache-dir", str(work / "cache")]
-    for i, lock in enumerate(locks):
-        command += ["-r", str(release_pins(lock, work / f"{i}-{lock.name}"))]
+               "--cache-dir", str(cache), "-r", str(release_pins(lock, work / lock.name))]
     for vuln in ignored:
         command += ["--ignore-vuln", vuln]
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 
 def audit(locks: list[Path], doc: Path = SECURITY_DOC) -> Outcome:
+    """Each lock audited on its own (pip-audit refuses one run over locks that pin a package at
+    two versions, as the Triton peer's lock does beside the project's), the reports judged as one."""
     ignored = accepted(doc)
+    deps: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
-        proc = pip_audit(locks, ignored, Path(tmp))
-        report = Path(tmp) / "report.json"
-        if not report.is_file() or not report.read_text().strip():
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            return Outcome(NOT_AUDITED, [f"audit: NOT audited: pip-audit could not query the vulnerability service "
-                                         f"(exit {proc.returncode}: {last[:300]})"])
-        return judge(json.loads(report.read_text()), len(locks), ignored)
+        for i, lock in enumerate(locks):
+            work = Path(tmp) / str(i)
+            work.mkdir()
+            proc = pip_audit(lock, ignored, work, Path(tmp) / "cache")
+            report = work / "report.json"
+            if not report.is_file() or not report.read_text().strip():
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                return Outcome(NOT_AUDITED, [f"audit: NOT audited: pip-audit could not query the vulnerability service "
+                                             f"for {lock.name} (exit {proc.returncode}: {last[:300]})"])
+            for dep in json.loads(report.read_text()).get("dependencies", []):
+                deps.setdefault((dep.get("name", ""), dep.get("version", "")), dep)
+    return judge({"dependencies": list(deps.values())}, len(locks), ignored)
 
 
 def main(argv: list[str] | None = None) -> int:

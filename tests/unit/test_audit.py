@@ -37,6 +37,27 @@ def test_findings_fail_and_a_clean_report_passes():
         "audit: 1 packages in 2 locks: no known vulnerability (accepted in docs/security.md: CVE-2)"]
 
 
+def closed_proxy_env() -> dict[str, str]:
+    """The environment with every request sent to a loopback port nothing listens on."""
+    (port,) = free_ports(1)
+    proxy = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy", "https_proxy")}
+    return env | {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy}
+
+
+def test_locks_that_pin_a_package_at_two_versions_are_each_audited(tmp_path):
+    """One pip-audit run over both refuses them ("duplicate requirements") before it asks the
+    service: the audit then never ran, and said the service could not be reached."""
+    locks = [tmp_path / "a.lock", tmp_path / "b.lock"]
+    locks[0].write_text("certifi==2026.10.18\n")
+    locks[1].write_text("certifi==2026.10.19.post1\n")
+    proc = subprocess.run([sys.executable, "-m", "checks.audit", *map(str, locks)], cwd=REPO, env=closed_proxy_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == NOT_AUDITED, proc.stdout + proc.stderr
+    assert "duplicate requirements" not in proc.stderr
+    assert proc.stderr.startswith("audit: NOT audited: pip-audit could not query the vulnerability service for a.lock")
+
+
 def test_an_unreachable_service_is_one_clear_line_and_exit_3(tmp_path):
     lock = tmp_path / "r.lock"
     lock.write_text("requests==2.34.2\n")
