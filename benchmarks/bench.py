@@ -494,28 +494,31 @@ def measure_round(system: peers.System, seconds: float, bulk_connections: int, b
     processes spent per request (all of them: for the service the JVM, workers and exporter)."""
     busy = load_run(system.single, 64, seconds, "single", 1)
     lone = load_run(system.single, 1, seconds, "lone", 1)
-    bulk_json, json_cpu = cpu_per_request(system, partial(load_run, system.bulk_json, bulk_connections, seconds,
-                                                          "bulk-json", bulk_rows))
+    bulk_json, json_cpu = cpu_per_request(system.root_pid, partial(load_run, system.bulk_json, bulk_connections,
+                                                                   seconds, "bulk-json", bulk_rows))
     out = {"single_rps": busy.rps, "single_p50_ms": busy.p50_ms, "single_p99_ms": busy.p99_ms,
            "lone_p50_ms": lone.p50_ms, "bulk_json_rows_per_s": bulk_json.rows_per_s,
-           "errors": float(busy.errors + lone.errors + bulk_json.errors)} | json_cpu
+           "errors": float(busy.errors + lone.errors + bulk_json.errors)}
+    if json_cpu is not None:
+        out["bulk_json_cpu_us"] = json_cpu
     if system.bulk_binary is not None:
-        binary, binary_cpu = cpu_per_request(system, partial(load_run, system.bulk_binary, bulk_connections,
-                                                             seconds, "bulk-binary", bulk_rows))
+        binary, binary_cpu = cpu_per_request(system.root_pid, partial(load_run, system.bulk_binary,
+                                                                      bulk_connections, seconds, "bulk-binary",
+                                                                      bulk_rows))
         out |= {"bulk_binary_rows_per_s": binary.rows_per_s, "errors": out["errors"] + binary.errors}
-        out |= {k.replace("json", "binary"): v for k, v in binary_cpu.items()}
+        if binary_cpu is not None:
+            out["bulk_binary_cpu_us"] = binary_cpu
     return out
 
 
-def cpu_per_request(system: peers.System, load: Callable[[], LoadResult]) -> tuple[LoadResult, dict[str, float]]:
-    """The load's result, and ``{"bulk_json_cpu_us": ...}``: CPU µs per request of the
-    system's process tree over the load (empty when the system has no root process)."""
-    if system.root_pid is None:
-        return load(), {}
-    before = tree_cpu_seconds(system.root_pid)
+def cpu_per_request(root_pid: int | None, load: Callable[[], LoadResult]) -> tuple[LoadResult, float | None]:
+    """The load's result, and the CPU µs per request the process tree under ``root_pid``
+    spent over it (None without a root process)."""
+    if root_pid is None:
+        return load(), None
+    before = tree_cpu_seconds(root_pid)
     result = load()
-    spent = tree_cpu_seconds(system.root_pid) - before
-    return result, {"bulk_json_cpu_us": spent / max(result.requests, 1) * 1e6}
+    return result, (tree_cpu_seconds(root_pid) - before) / max(result.requests, 1) * 1e6
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -712,16 +715,13 @@ def no_wait(run: Running, payloads: Payloads, workers: int, seconds: float, warm
     wrk(url, bulk_connections, warmup / 2, "warm-up", npy[1], npy[2], payloads.bulk_rows, npy[3])
     lone = wrk(url, 1, seconds, "nowait-single", payloads.single)
     busy = wrk(url, 64, seconds, "nowait-single", payloads.single)
-    service = peers.System("", peers.Load(url, payloads.single, JSON_CT), peers.Load(url, payloads.bulk_json, JSON_CT),
-                           None, lambda _: np.zeros(0), root_pid=run.proc.pid)
-    binary, binary_cpu = cpu_per_request(service, partial(wrk, url, bulk_connections, seconds, "nowait-binary",
-                                                          npy[1], npy[2], payloads.bulk_rows, npy[3]))
-    json_bulk, json_cpu = cpu_per_request(service, partial(wrk, url, bulk_connections, seconds, "nowait-json",
-                                                           payloads.bulk_json, JSON_CT, payloads.bulk_rows))
+    binary, binary_cpu = cpu_per_request(run.proc.pid, partial(wrk, url, bulk_connections, seconds, "nowait-binary",
+                                                               npy[1], npy[2], payloads.bulk_rows, npy[3]))
+    json_bulk, json_cpu = cpu_per_request(run.proc.pid, partial(wrk, url, bulk_connections, seconds, "nowait-json",
+                                                                payloads.bulk_json, JSON_CT, payloads.bulk_rows))
     return {"max_batch_delay": described["maxBatchDelay"], "batch_size": described["batchSize"],
             "lone": lone.to_dict(), "busy": busy.to_dict(),
-            "binary": binary.to_dict() | {"cpu_us": binary_cpu["bulk_json_cpu_us"]},
-            "json": json_bulk.to_dict() | {"cpu_us": json_cpu["bulk_json_cpu_us"]}}
+            "binary": binary.to_dict() | {"cpu_us": binary_cpu}, "json": json_bulk.to_dict() | {"cpu_us": json_cpu}}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -83,7 +83,8 @@ class _Cutter:
                 left, line = yield from self._cut(data, end, line, final=False)
                 data = data[left:]
         if data:
-            yield from self._cut(_ended(data), len(_ended(data)), line, final=True)
+            tail = _ended(data)
+            yield from self._cut(tail, len(tail), line, final=True)
 
     def _cut(self, data: bytes, end: int, line: int, final: bool) -> Cuts:
         """The chunks in the complete lines ``data[:end]`` (the rest too when ``final``)."""

@@ -18,7 +18,7 @@ import torch
 
 from common.load_status import write_refusal
 from common.model_card import METADATA_FILE, ModelCard, ModelCardError
-from handlers import runtimes, settings, worker_protocol
+from handlers import quiet_lines, runtimes, settings, worker_protocol
 from handlers.contract import Responder, encode
 from handlers.contract.envelopes import service_envelope
 from handlers.contract.model_schema import request_schema
@@ -75,8 +75,7 @@ class TabularHandler(BaseHandler):
         )
         self.pipeline = Pipeline(transport, self.model, card, explainer, telemetry, observer)
         self.initialized = True
-        logging.getLogger().addFilter(quiet_per_batch_log)
-        logging.getLogger("ts.metrics.caching_metric").addFilter(no_prediction_time)
+        quiet_lines.install()
         gc.freeze()  # model, modules, card live as long as the worker: no collection rescans them
         gc.set_threshold(config.gc_young_threshold, *gc.get_threshold()[1:])
         logger.info(
@@ -128,18 +127,3 @@ def set_torch_threads(threads: int) -> None:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # only settable once per process, before any inter-op work
             logger.warning("inter-op threads already fixed at %d", torch.get_num_interop_threads())
-
-
-def no_prediction_time(record: logging.LogRecord) -> bool:
-    """Drop TorchServe's per-batch ``[METRICS]PredictionTime`` line (ts/service.py): its write,
-    and the frontend's reading and parsing of it, were ~6% of a worker's busy time on bulk
-    requests (py-spy), for a gauge of the last batch's time that the handler's own
-    ``handler_seconds`` histogram holds in full (docs/metrics.md)."""
-    return not (isinstance(record.msg, str) and record.msg.startswith("[METRICS]PredictionTime"))
-
-
-def quiet_per_batch_log(record: logging.LogRecord) -> bool:
-    """Drop TorchServe's per-batch "Backend received inference at" INFO line: the frontend
-    reads every worker line and writes it to model_log, which costs both processes CPU on
-    each batch (benchmarks/README.md). Every other line, errors included, still goes out."""
-    return not (isinstance(record.msg, str) and record.msg.startswith("Backend received inference"))

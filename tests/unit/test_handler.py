@@ -411,7 +411,7 @@ def test_torchserves_per_batch_prediction_time_line_is_dropped(worker, rows, cap
     """ts/service.py logs ``[METRICS]PredictionTime`` for every batch; the handler's filter on
     that logger drops it (the handler's own histogram times batches), and only it."""
     metrics_logger = logging.getLogger("ts.metrics.caching_metric")
-    (dropping,) = [f for f in metrics_logger.filters if getattr(f, "__name__", "") == "no_prediction_time"]
+    (dropping,) = [f for f in metrics_logger.filters if getattr(f, "prefix", "") == "[METRICS]PredictionTime"]
 
     def lines() -> list[str]:
         caplog.clear()
