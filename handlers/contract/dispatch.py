@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 
 from handlers.contract.csv_rows import rows_from_csv
-from handlers.contract.instances import rows_from_instances
+from handlers.contract.instances import rows_from_instances, rows_from_plain
 from handlers.contract.limits import bounded_csv, check_json_size
 from handlers.contract.npy_rows import rows_from_npy
+from handlers.contract.plain_rows import plain_rows
 from handlers.contract.v2 import parse_v2
 from handlers.contract.v2_binary import BINARY, HEADER, parse_binary
 from handlers.contract.validation import Parsed, RequestError, Schema, _kind, bad
@@ -113,6 +114,9 @@ def parse_json(body: Any, schema: Schema) -> Parsed:
         if not raw.strip():
             raise bad("invalid_json", "body is empty; expected a JSON object")
         check_json_size(raw, schema)
+        plain = plain_rows(raw, schema.n_features)
+        if plain is not None:  # rows and nothing else: no options, so no document to keep
+            return Parsed(rows_from_plain(plain, schema))
         try:
             doc = orjson.loads(raw)  # fast; the stdlib below only words the error
         except orjson.JSONDecodeError:

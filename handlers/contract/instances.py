@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import torch
 
-from handlers.contract.validation import Schema, _kind, bad, to_tensor
+from handlers.contract.validation import Schema, _checked, _kind, bad, to_tensor
 
 
 def rows_from_instances(instances: Any, schema: Schema, suspect: bool = True) -> torch.Tensor:
@@ -16,13 +18,17 @@ def rows_from_instances(instances: Any, schema: Schema, suspect: bool = True) ->
     schema.check_rows(len(instances), "instances")
     if isinstance(instances[0], dict):
         return _rows_from_dicts(instances, schema, suspect)
-    return to_tensor(
-        instances,
-        schema,
-        suspect,
-        lambda i, j: f"instances[{i}][{j}] ({schema.feature_names[j]})",
-        lambda i: f"instances[{i}]",
-    )
+    return to_tensor(instances, schema, suspect, _array_place(schema), lambda i: f"instances[{i}]")
+
+
+def rows_from_plain(values: np.ndarray, schema: Schema) -> torch.Tensor:
+    """Rows ``handlers.contract.plain_rows`` read: the same limit and value checks, the same places."""
+    schema.check_rows(len(values), "instances")
+    return _checked(values, schema, _array_place(schema))
+
+
+def _array_place(schema: Schema) -> Callable[[int, int], str]:
+    return lambda i, j: f"instances[{i}][{j}] ({schema.feature_names[j]})"
 
 
 def _rows_from_dicts(instances: list[Any], schema: Schema, suspect: bool) -> torch.Tensor:
@@ -40,8 +46,7 @@ def _rows_from_dicts(instances: list[Any], schema: Schema, suspect: bool) -> tor
             if not isinstance(row, dict):
                 raise bad(
                     "invalid_request",
-                    f"instances[{i}]: expected an object of named features like instances[0], "
-                    f"got {_kind(row)}",
+                    f"instances[{i}]: expected an object of named features like instances[0], got {_kind(row)}",
                 ) from None
             unknown = [k for k in row if k not in schema.index]
             if unknown:
@@ -53,6 +58,4 @@ def _rows_from_dicts(instances: list[Any], schema: Schema, suspect: bool) -> tor
             if missing:
                 raise bad("missing_feature", f"instances[{i}]: missing feature {missing[0]!r}") from None
         raise  # pragma: no cover - the walk above always finds the cause
-    return to_tensor(
-        rows, schema, suspect, lambda i, j: f"instances[{i}].{names[j]}", lambda i: f"instances[{i}]"
-    )
+    return to_tensor(rows, schema, suspect, lambda i, j: f"instances[{i}].{names[j]}", lambda i: f"instances[{i}]")

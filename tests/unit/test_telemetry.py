@@ -71,6 +71,17 @@ def test_out_of_range_counts_per_feature_and_side():
     assert out_of_range_counts(rows, low, high) == ([1, 1], [2, 2])
 
 
+@pytest.mark.parametrize("share", [0.0005, 0.05, 0.5])
+def test_out_of_range_counts_are_the_column_sums(share: float):
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(3000, 10)).astype(np.float32)
+    limit = float(np.quantile(np.abs(rows), 1 - share))
+    low, high = np.full(10, -limit), np.linspace(limit / 2, limit * 2, 10)  # columns differ
+    counts = out_of_range_counts(rows, low, high)
+    assert counts is not None
+    assert counts == ((rows < low).sum(axis=0).tolist(), (rows > high).sum(axis=0).tolist())
+
+
 def test_scored_counts_rows_classes_and_drift():
     telemetry = Telemetry("m", "1.0", card(), batch_size=8, max_rows=100)
     reg = telemetry.registry

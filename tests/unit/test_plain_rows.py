@@ -1,0 +1,174 @@
+"""handlers.contract.plain_rows, the simdjson path for bodies of rows and nothing else, gives
+what the exact path (orjson, then the checks that name the bad value) gives: the same rows,
+bit for bit, or the same error; and it declines every body that holds anything else."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from handlers.contract import RequestError, Schema, dispatch
+from handlers.contract.plain_rows import MIN_BYTES, plain_rows
+from model.data import SYNTHETIC_FEATURES
+
+pytestmark = pytest.mark.unit
+
+SCHEMA = Schema(tuple(SYNTHETIC_FEATURES), max_rows=300, low=(-1e6,) * 10, high=(1e6,) * 10)
+F = SCHEMA.n_features
+
+
+def exact(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor | RequestError:
+    with monkeypatch.context() as m:
+        m.setattr(dispatch, "plain_rows", lambda raw, n: None)
+        return outcome(raw)
+
+
+def outcome(raw: bytes) -> torch.Tensor | RequestError:
+    try:
+        return dispatch.parse_json(raw, SCHEMA).rows
+    except RequestError as exc:
+        return exc
+
+
+def same(a: torch.Tensor | RequestError, b: torch.Tensor | RequestError) -> bool:
+    if isinstance(a, RequestError) or isinstance(b, RequestError):
+        return (
+            isinstance(a, RequestError)
+            and isinstance(b, RequestError)
+            and ((a.status, a.type, a.message) == (b.status, b.type, b.message))
+        )
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
+NUMBERS = [
+    "0",
+    "-0",
+    "-0.0",
+    "1",
+    "-17",
+    "3.25",
+    "1e3",
+    "-2.5E-3",
+    "1e-400",
+    "9007199254740993",
+    "18446744073709551615",
+    "-9223372036854775808",
+    "123456789012345678901234567890",
+    "1e400",
+    "2e5",
+    "4e38",
+    "0.1",
+    "1.7976931348623157e308",
+]
+ODD = [
+    "true",
+    "false",
+    "null",
+    '"1.5"',
+    "[1]",
+    "[]",
+    "{}",
+    '{"a":1}',
+    "NaN",
+    "Infinity",
+    "1.",
+    ".5",
+    "01",
+    "+1",
+    "0x10",
+    "1e",
+    "--1",
+]
+
+
+def number(rng: random.Random) -> str:
+    return rng.choice([repr(rng.uniform(-1e3, 1e3)), str(rng.randint(-(10**6), 10**6)), f"{rng.uniform(-1, 1):.3e}"])
+
+
+def random_body(rng: random.Random) -> bytes:
+    """Mostly plain rows, long enough for the fast path, with one of the ways a body can differ."""
+    n = rng.randint(1, 40)
+    rows = [[number(rng) for _ in range(F)] for _ in range(n)]
+    sep = rng.choice([",", ", ", " ,\n"])
+    change = rng.randrange(12)
+    i, j = rng.randrange(n), rng.randrange(F)
+    if change in (1, 10):
+        rows[i][j] = rng.choice(ODD if change == 1 else NUMBERS)
+    elif change == 2:
+        rows[i].pop() if rng.random() < 0.5 else rows[i].append("1")
+    elif change == 3:
+        rows[i] = [rng.choice(["7", "[7]", "[]"])] if rng.random() < 0.5 else rows[i][:-1] + [f"[{rows[i][-1]}]"]
+    text = "{" + rng.choice(["", " ", "\n"]) + '"instances":[' + sep.join("[" + sep.join(r) + "]" for r in rows) + "]}"
+    if change == 4:
+        text = text[:-1] + ',"id":"x"}'
+    elif change == 5:
+        text = text[:-1] + ',"instances":[[1]]}'
+    elif change == 6:
+        text = text[: rng.randrange(1, len(text))]
+    elif change == 7:
+        text += rng.choice([" x", "}", "\n", " 1"])
+    elif change == 8:
+        text = "\ufeff" + text
+    elif change == 9:
+        text = text.replace('"instances"', '"inputs"')
+    raw = text.encode()
+    return raw + b" " * max(0, MIN_BYTES - len(raw)) if rng.random() < 0.9 else raw
+
+
+def test_random_bodies_get_what_the_exact_path_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(20261207)
+    taken = 0
+    for _ in range(1500):
+        raw = random_body(rng)
+        fast = outcome(raw)
+        assert same(fast, exact(raw, monkeypatch)), raw[:300]
+        taken += plain_rows(raw, F) is not None
+    assert taken > 200  # the fast path answered a good share of them, not only declined
+
+
+def test_a_bulk_body_takes_the_fast_path_and_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = np.random.default_rng(0).normal(size=(300, F)) * 100
+    raw = json.dumps({"instances": rows.tolist()}).encode()
+    values = plain_rows(raw, F)
+    assert values is not None
+    np.testing.assert_array_equal(values, rows)  # every double read back exactly
+    assert same(outcome(raw), exact(raw, monkeypatch))
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        ("[1,2,3,4,5,6,7,8,9,[10]]", "an array in a row that flattening would hide"),
+        ("5", "a row that is a number"),
+        ("[1,2,3,4,5,6,7,8,9,true]", "a boolean"),
+        ("[1,2,3,4,5,6,7,8,9,null]", "null"),
+        ("[1,2,3,4,5,6,7,8,9,10,11]", "a long row"),
+        ("[1,2,3,4,5,6,7,8,9]", "a short row"),
+        ("[1,2,3,4,5,6,7,8,9,1e400]", "a number beyond a double"),
+    ],
+)
+def test_it_declines_and_the_exact_path_names_the_place(row: str, why: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = "[" + ",".join(["1"] * F) + "]"
+    raw = ('{"instances":[' + ",".join([plain] * 20 + [row]) + "]}").encode().ljust(MIN_BYTES)
+    assert plain_rows(raw, F) is None, why
+    error = outcome(raw)
+    assert isinstance(error, RequestError) and error.status == 400 and "instances[20]" in error.message, why
+    assert same(error, exact(raw, monkeypatch))
+
+
+def test_small_bodies_are_left_to_orjson() -> None:
+    raw = ('{"instances":[[' + ",".join(["1"] * F) + "]]}").encode()
+    assert len(raw) < MIN_BYTES and plain_rows(raw, F) is None
+
+
+def test_the_parser_is_reused_after_a_declined_body() -> None:
+    """simdjson refuses to parse while a proxy of the last body lives: every path drops them."""
+    good = ('{"instances":[' + ",".join(["[" + ",".join(["2"] * F) + "]"] * 30) + "]}").encode().ljust(MIN_BYTES)
+    for bad in (good.replace(b"2]", b"true]", 1), good.replace(b"[2", b"[[2", 1), b'{"instances":7}'.ljust(MIN_BYTES)):
+        assert plain_rows(bad, F) is None
+        values = plain_rows(good, F)
+        assert values is not None and values.shape == (30, F) and (values == 2).all()
