@@ -719,9 +719,13 @@ def no_wait(run: Running, payloads: Payloads, workers: int, seconds: float, warm
                                                                npy[1], npy[2], payloads.bulk_rows, npy[3]))
     json_bulk, json_cpu = cpu_per_request(run.proc.pid, partial(wrk, url, bulk_connections, seconds, "nowait-json",
                                                                 payloads.bulk_json, JSON_CT, payloads.bulk_rows))
+    columnar, columnar_cpu = cpu_per_request(run.proc.pid, partial(  # the answer the peers are compared on
+        wrk, url, bulk_connections, seconds, "nowait-columnar", payloads.bulk_json, JSON_CT, payloads.bulk_rows,
+        COLUMNAR_CT))
     return {"max_batch_delay": described["maxBatchDelay"], "batch_size": described["batchSize"],
             "lone": lone.to_dict(), "busy": busy.to_dict(),
-            "binary": binary.to_dict() | {"cpu_us": binary_cpu}, "json": json_bulk.to_dict() | {"cpu_us": json_cpu}}
+            "binary": binary.to_dict() | {"cpu_us": binary_cpu}, "json": json_bulk.to_dict() | {"cpu_us": json_cpu},
+            "columnar": columnar.to_dict() | {"cpu_us": columnar_cpu}}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

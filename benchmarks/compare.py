@@ -261,9 +261,11 @@ def compare_markdown(results: dict[str, Any]) -> str:
         frontend = {f"bulk_{key}_cpu_us": b["cpu_us_per_req_frontend"] for b in results.get("bulk", [])
                     for fmt, key in (("columnar", "json"), ("binary", "binary"))
                     if b.get("format") == fmt and b.get("cpu_us_per_req_frontend")}
-        # the binary figure only: the no-wait JSON figure answers JSON rows, the peers' the columnar form
+        # the JSON figure as the peers are compared on it: the columnar answer (runs before it had none)
         nowait = results.get("nowait") or {}
-        windowless = {"bulk_binary_cpu_us": nowait["binary"]} if "cpu_us" in nowait.get("binary", {}) else {}
+        windowless = {key: nowait[fmt] for fmt, key in (("binary", "bulk_binary_cpu_us"),
+                                                         ("columnar", "bulk_json_cpu_us"))
+                      if "cpu_us" in nowait.get(fmt, {})}
         lines += cpu_budget_markdown(comparison, frontend, windowless)
     lines += time_split_markdown(results)
     score = results.get("score")

@@ -6,6 +6,7 @@ No I/O and no server here, so tests/unit checks them in milliseconds.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -249,9 +250,18 @@ def no_wait_markdown(results: dict[str, Any]) -> list[str]:
         f"| {busy['p99_ms']:.1f} | {busy['errors']} | |",
         f"| 1000-row JSON in, JSON out ({json_rows['connections']} connections) | {fmt_num(json_rows['rows_per_s'])} "
         f"rows/s | {json_rows['p50_ms']:.1f} | {json_rows['p99_ms']:.1f} | {json_rows['errors']} | {cpu(json_rows)} |",
+        *_columnar_row(nowait.get("columnar"), cpu),
         f"| 1000-row .npy in, .npy out ({binary['connections']} connections) | {fmt_num(binary['rows_per_s'])} "
         f"rows/s | {binary['p50_ms']:.1f} | {binary['p99_ms']:.1f} | {binary['errors']} | {cpu(binary)} |",
     ]
+
+
+def _columnar_row(r: dict[str, Any] | None, cpu: Callable[[dict[str, Any]], str]) -> list[str]:
+    """The columnar-answer figure, in runs that measured it."""
+    if not r:
+        return []
+    return [f"| 1000-row JSON in, columnar JSON out ({r['connections']} connections) | {fmt_num(r['rows_per_s'])} "
+            f"rows/s | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {cpu(r)} |"]
 
 
 def markdown(results: dict[str, Any]) -> str:
