@@ -15,7 +15,7 @@ test_plain_rows.py checks both paths give the same on random bodies)."""
 
 from __future__ import annotations
 
-from functools import cache
+import threading
 
 import numpy as np
 import simdjson
@@ -25,10 +25,16 @@ import simdjson
 MIN_BYTES = 2048
 
 
-@cache
+_local = threading.local()
+
+
 def _parser() -> simdjson.Parser:
-    """One parser per worker process, made on first use: it keeps its buffers between bodies."""
-    return simdjson.Parser()
+    """One parser per thread, made on first use: it keeps its buffers between bodies, and it
+    refuses a body while a proxy of the last one lives (threads sharing one would trip that)."""
+    parser: simdjson.Parser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = simdjson.Parser()
+    return parser
 
 
 def plain_rows(raw: bytes, n_features: int) -> np.ndarray | None:

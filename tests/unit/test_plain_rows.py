@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -172,3 +173,16 @@ def test_the_parser_is_reused_after_a_declined_body() -> None:
         assert plain_rows(bad, F) is None
         values = plain_rows(good, F)
         assert values is not None and values.shape == (30, F) and (values == 2).all()
+
+
+def test_threads_each_read_their_own_bodies() -> None:
+    """A worker reads bodies on one thread; offline scoring or an embedding app may use several."""
+
+    def body(k: int) -> bytes:
+        return ('{"instances":[' + ",".join(["[" + ",".join([str(k)] * F) + "]"] * 30) + "]}").encode().ljust(MIN_BYTES)
+
+    def read(k: int) -> bool:
+        return all((v := plain_rows(body(k), F)) is not None and (v == k).all() for _ in range(200))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(read, range(8)))
