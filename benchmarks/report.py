@@ -6,7 +6,6 @@ No I/O and no server here, so tests/unit checks them in milliseconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -234,11 +233,9 @@ def no_wait_markdown(results: dict[str, Any]) -> list[str]:
     nowait = results.get("nowait")
     if not nowait:
         return []
-    lone, busy, binary, json_rows = nowait["lone"], nowait["busy"], nowait["binary"], nowait["json"]
-
-    def cpu(r: dict[str, Any]) -> str:
-        return f"{r['cpu_us']:,.0f}" if "cpu_us" in r else ""
-
+    lone, busy = nowait["lone"], nowait["busy"]
+    bulk = [("1000-row JSON in, JSON out", "json"), ("1000-row JSON in, columnar JSON out", "columnar"),
+            ("1000-row .npy in, .npy out", "binary")]
     return [
         "",
         f"| same .mar, maxBatchDelay {nowait['max_batch_delay']} (registered through the management API) "
@@ -248,20 +245,14 @@ def no_wait_markdown(results: dict[str, Any]) -> list[str]:
         f"| {lone['p99_ms']:.1f} | {lone['errors']} | |",
         f"| single-row JSON, 64 connections | {fmt_num(busy['rps'])} req/s | {busy['p50_ms']:.1f} "
         f"| {busy['p99_ms']:.1f} | {busy['errors']} | |",
-        f"| 1000-row JSON in, JSON out ({json_rows['connections']} connections) | {fmt_num(json_rows['rows_per_s'])} "
-        f"rows/s | {json_rows['p50_ms']:.1f} | {json_rows['p99_ms']:.1f} | {json_rows['errors']} | {cpu(json_rows)} |",
-        *_columnar_row(nowait.get("columnar"), cpu),
-        f"| 1000-row .npy in, .npy out ({binary['connections']} connections) | {fmt_num(binary['rows_per_s'])} "
-        f"rows/s | {binary['p50_ms']:.1f} | {binary['p99_ms']:.1f} | {binary['errors']} | {cpu(binary)} |",
+        *(_bulk_row(label, nowait[key]) for label, key in bulk if key in nowait),  # runs before 12-07: no columnar
     ]
 
 
-def _columnar_row(r: dict[str, Any] | None, cpu: Callable[[dict[str, Any]], str]) -> list[str]:
-    """The columnar-answer figure, in runs that measured it."""
-    if not r:
-        return []
-    return [f"| 1000-row JSON in, columnar JSON out ({r['connections']} connections) | {fmt_num(r['rows_per_s'])} "
-            f"rows/s | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {cpu(r)} |"]
+def _bulk_row(label: str, r: dict[str, Any]) -> str:
+    cpu = f"{r['cpu_us']:,.0f}" if "cpu_us" in r else ""
+    return (f"| {label} ({r['connections']} connections) | {fmt_num(r['rows_per_s'])} rows/s | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['errors']} | {cpu} |")
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -46,7 +46,8 @@ def _rows_from_dicts(instances: list[Any], schema: Schema, suspect: bool) -> tor
             if not isinstance(row, dict):
                 raise bad(
                     "invalid_request",
-                    f"instances[{i}]: expected an object of named features like instances[0], got {_kind(row)}",
+                    f"instances[{i}]: expected an object of named features like instances[0], "
+                    f"got {_kind(row)}",
                 ) from None
             unknown = [k for k in row if k not in schema.index]
             if unknown:
@@ -58,4 +59,6 @@ def _rows_from_dicts(instances: list[Any], schema: Schema, suspect: bool) -> tor
             if missing:
                 raise bad("missing_feature", f"instances[{i}]: missing feature {missing[0]!r}") from None
         raise  # pragma: no cover - the walk above always finds the cause
-    return to_tensor(rows, schema, suspect, lambda i, j: f"instances[{i}].{names[j]}", lambda i: f"instances[{i}]")
+    return to_tensor(
+        rows, schema, suspect, lambda i, j: f"instances[{i}].{names[j]}", lambda i: f"instances[{i}]"
+    )

@@ -18,8 +18,18 @@ from model.data import SYNTHETIC_FEATURES
 
 pytestmark = pytest.mark.unit
 
-SCHEMA = Schema(tuple(SYNTHETIC_FEATURES), max_rows=300, low=(-1e6,) * 10, high=(1e6,) * 10)
-F = SCHEMA.n_features
+F = len(SYNTHETIC_FEATURES)
+SCHEMA = Schema(tuple(SYNTHETIC_FEATURES), max_rows=300, low=(-1e6,) * F, high=(1e6,) * F)
+
+
+def body_of(rows: list[str], pad: bool = True) -> bytes:
+    """``{"instances": [...]}`` of rows given as their JSON text, padded to the fast path's size."""
+    raw = ('{"instances":[' + ",".join(rows) + "]}").encode()
+    return raw.ljust(MIN_BYTES) if pad else raw
+
+
+def row_of(values: list[str]) -> str:
+    return "[" + ",".join(values) + "]"
 
 
 def exact(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor | RequestError:
@@ -45,45 +55,12 @@ def same(a: torch.Tensor | RequestError, b: torch.Tensor | RequestError) -> bool
     return a.dtype == b.dtype and torch.equal(a, b)
 
 
-NUMBERS = [
-    "0",
-    "-0",
-    "-0.0",
-    "1",
-    "-17",
-    "3.25",
-    "1e3",
-    "-2.5E-3",
-    "1e-400",
-    "9007199254740993",
-    "18446744073709551615",
-    "-9223372036854775808",
-    "123456789012345678901234567890",
-    "1e400",
-    "2e5",
-    "4e38",
-    "0.1",
-    "1.7976931348623157e308",
-]
-ODD = [
-    "true",
-    "false",
-    "null",
-    '"1.5"',
-    "[1]",
-    "[]",
-    "{}",
-    '{"a":1}',
-    "NaN",
-    "Infinity",
-    "1.",
-    ".5",
-    "01",
-    "+1",
-    "0x10",
-    "1e",
-    "--1",
-]
+NUMBERS = (
+    "0 -0 -0.0 1 -17 3.25 1e3 -2.5E-3 1e-400 9007199254740993 18446744073709551615 -9223372036854775808 "
+    "123456789012345678901234567890 1e400 2e5 4e38 0.1 1.7976931348623157e308"
+).split()
+ODD = ["true", "false", "null", '"1.5"', "[1]", "[]", "{}", '{"a":1}', "NaN", "Infinity", "1.", ".5", "01", "+1",
+       "0x10", "1e", "--1"]  # fmt: skip
 
 
 def number(rng: random.Random) -> str:
@@ -140,21 +117,23 @@ def test_a_bulk_body_takes_the_fast_path_and_gives_the_same_rows(monkeypatch: py
     assert same(outcome(raw), exact(raw, monkeypatch))
 
 
+ONES = ["1"] * F
+
+
 @pytest.mark.parametrize(
     ("row", "why"),
     [
-        ("[1,2,3,4,5,6,7,8,9,[10]]", "an array in a row that flattening would hide"),
+        (row_of([*ONES[:-1], "[1]"]), "an array in a row that flattening would hide"),
         ("5", "a row that is a number"),
-        ("[1,2,3,4,5,6,7,8,9,true]", "a boolean"),
-        ("[1,2,3,4,5,6,7,8,9,null]", "null"),
-        ("[1,2,3,4,5,6,7,8,9,10,11]", "a long row"),
-        ("[1,2,3,4,5,6,7,8,9]", "a short row"),
-        ("[1,2,3,4,5,6,7,8,9,1e400]", "a number beyond a double"),
+        (row_of([*ONES[:-1], "true"]), "a boolean"),
+        (row_of([*ONES[:-1], "null"]), "null"),
+        (row_of([*ONES, "1"]), "a long row"),
+        (row_of(ONES[:-1]), "a short row"),
+        (row_of([*ONES[:-1], "1e400"]), "a number beyond a double"),
     ],
 )
 def test_it_declines_and_the_exact_path_names_the_place(row: str, why: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = "[" + ",".join(["1"] * F) + "]"
-    raw = ('{"instances":[' + ",".join([plain] * 20 + [row]) + "]}").encode().ljust(MIN_BYTES)
+    raw = body_of([row_of(ONES)] * 20 + [row])
     assert plain_rows(raw, F) is None, why
     error = outcome(raw)
     assert isinstance(error, RequestError) and error.status == 400 and "instances[20]" in error.message, why
@@ -162,13 +141,13 @@ def test_it_declines_and_the_exact_path_names_the_place(row: str, why: str, monk
 
 
 def test_small_bodies_are_left_to_orjson() -> None:
-    raw = ('{"instances":[[' + ",".join(["1"] * F) + "]]}").encode()
+    raw = body_of([row_of(ONES)], pad=False)
     assert len(raw) < MIN_BYTES and plain_rows(raw, F) is None
 
 
 def test_the_parser_is_reused_after_a_declined_body() -> None:
     """simdjson refuses to parse while a proxy of the last body lives: every path drops them."""
-    good = ('{"instances":[' + ",".join(["[" + ",".join(["2"] * F) + "]"] * 30) + "]}").encode().ljust(MIN_BYTES)
+    good = body_of([row_of(["2"] * F)] * 30)
     for bad in (good.replace(b"2]", b"true]", 1), good.replace(b"[2", b"[[2", 1), b'{"instances":7}'.ljust(MIN_BYTES)):
         assert plain_rows(bad, F) is None
         values = plain_rows(good, F)
@@ -178,11 +157,9 @@ def test_the_parser_is_reused_after_a_declined_body() -> None:
 def test_threads_each_read_their_own_bodies() -> None:
     """A worker reads bodies on one thread; offline scoring or an embedding app may use several."""
 
-    def body(k: int) -> bytes:
-        return ('{"instances":[' + ",".join(["[" + ",".join([str(k)] * F) + "]"] * 30) + "]}").encode().ljust(MIN_BYTES)
-
     def read(k: int) -> bool:
-        return all((v := plain_rows(body(k), F)) is not None and (v == k).all() for _ in range(200))
+        raw = body_of([row_of([str(k)] * F)] * 30)
+        return all((v := plain_rows(raw, F)) is not None and (v == k).all() for _ in range(200))
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(read, range(8)))
