@@ -60,11 +60,15 @@ def batch(n: int, row: list[float]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def timed(service: Any, requests: list[dict[str, Any]], rounds: int) -> dict[str, float]:
+def timed(service: Any, requests: list[dict[str, Any]], rounds: int, idle_s: float = 0.0) -> dict[str, float]:
+    """Median, p99 and max of ``rounds`` calls; ``idle_s``: the process sleeps that long before
+    each call, as a worker waits out TorchServe's batch window (its caches then run cold)."""
     for _ in range(50):  # warm-up
         service.predict(requests)
     took = []
     for _ in range(rounds):
+        if idle_s:
+            time.sleep(idle_s)
         t = time.perf_counter()
         service.predict(requests)
         took.append(time.perf_counter() - t)

@@ -14,5 +14,5 @@ def test_the_handler_benchmark_times_every_batch_on_the_built_archive(built_card
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     timed = [line for line in out.stdout.splitlines() if " median " in line]
-    assert len(timed) == 6 and all(" p99 " in line for line in timed)
+    assert len(timed) == 7 and all(" p99 " in line for line in timed)
     assert any(line.startswith("6 x 1,000-row .npy") for line in timed)

@@ -140,6 +140,27 @@ def test_it_declines_and_the_exact_path_names_the_place(row: str, why: str, monk
     assert same(error, exact(raw, monkeypatch))
 
 
+def test_rows_whose_values_add_up_are_still_declined(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flattened, a short row beside a long one, or a number beside a row holding an array, has
+    as many values as the schema asks for: only each row's own shape tells them apart."""
+    ragged = [row_of(ONES[:-1]), row_of([*ONES, "1"])]
+    hidden = [row_of([*ONES, *ONES[:-2], "[1]"]), "5"]
+    for rows in (ragged, hidden):
+        raw = body_of([row_of(ONES)] * 20 + rows)
+        assert plain_rows(raw, F) is None
+        error = outcome(raw)
+        assert isinstance(error, RequestError) and "instances[20]" in error.message
+        assert same(error, exact(raw, monkeypatch))
+
+
+def test_an_empty_row_of_a_one_feature_schema_is_declined() -> None:
+    """``[]`` and ``[7]`` have the same punctuation: the value count decides."""
+    raw = body_of(["[7]"] * 600 + ["[]"])
+    assert plain_rows(raw, 1) is None
+    values = plain_rows(body_of(["[7]"] * 601), 1)
+    assert values is not None and values.shape == (601, 1) and (values == 7).all()
+
+
 def test_small_bodies_are_left_to_orjson() -> None:
     raw = body_of([row_of(ONES)], pad=False)
     assert len(raw) < MIN_BYTES and plain_rows(raw, F) is None
