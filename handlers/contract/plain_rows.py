@@ -10,8 +10,8 @@ It answers only for bodies that hold nothing but rows of numbers: one object wit
 row as long as the schema's, all read from the body's punctuation before simdjson parses it.
 Anything else, or anything simdjson refuses (booleans, nulls, strings, numbers beyond a double
 or a 64-bit integer, invalid JSON), returns None, and the exact path (orjson, then the checks
-that name the bad value) decides: the answer and every error stay what they were without it (tests/unit/
-test_plain_rows.py checks both paths give the same on random bodies)."""
+that name the bad value) decides: the answer and every error stay what they were without it
+(tests/unit/test_plain_rows.py checks both paths give the same on random bodies)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def plain_rows(raw: bytes, n_features: int) -> np.ndarray | None:
     """The rows as float64 ``[n, n_features]``, or None when the exact path must decide."""
     if len(raw) < MIN_BYTES:
         return None
-    if _more_than(raw, b'"', 2) or _more_than(raw, b"{", 1):
-        return None  # another field, a string, an object in a row: not worth a parse
+    if _more_than(raw, b'"', 2):
+        return None  # another field, a string, named features: declined before a pass over the body
     n = _rows_in_structure(raw, n_features)
     if n is None:
         return None
@@ -79,7 +79,7 @@ _FIXED = len(b'{"":[' + b"]}") - 1  # around the rows, less the comma the last r
 
 
 def _rows(doc: object, n: int, n_features: int) -> np.ndarray | None:
-    if not isinstance(doc, simdjson.Object) or len(doc) != 1 or "instances" not in doc:
+    if not isinstance(doc, simdjson.Object) or "instances" not in doc:  # its one key, by the punctuation
         return None
     rows = doc["instances"]
     if not isinstance(rows, simdjson.Array):  # the punctuation says it is; simdjson's type says so too

@@ -16,3 +16,4 @@ def test_the_handler_benchmark_times_every_batch_on_the_built_archive(built_card
     timed = [line for line in out.stdout.splitlines() if " median " in line]
     assert len(timed) == 7 and all(" p99 " in line for line in timed)
     assert any(line.startswith("6 x 1,000-row .npy") for line in timed)
+    assert any(line.startswith("1 x 1 row JSON, 2 ms idle before each") for line in timed)
